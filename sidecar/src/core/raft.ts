@@ -55,6 +55,7 @@ import {
   type Ready,
   type Snapshot,
   type SnapshotMessage,
+  type SnapshotMeta,
   type SoftState,
   type StorageState,
   type VoteMessage,
@@ -259,6 +260,18 @@ export class RaftCore {
       if (record.index <= index) return record.config;
     }
     return (this.configs[0] as ConfigRecord).config;
+  }
+
+  /**
+   * Metadata for a snapshot of the state machine taken at `index` (which must
+   * be applied and still in the log): its term and the configuration then.
+   */
+  snapshotMetaAt(index: number): SnapshotMeta {
+    const term = this.log.termAt(index);
+    if (term === undefined || index > this.log.applied) {
+      throw new RaleError('INVALID_ARGUMENT', `no snapshot can be taken at index ${index} (applied ${this.log.applied}, first ${this.log.firstIndex})`);
+    }
+    return { index, term, config: cloneConfig(this.configAt(index)) };
   }
 
   /** Only voters campaign: learners, removed nodes and nodes that have not joined yet wait. */
