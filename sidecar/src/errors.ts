@@ -15,6 +15,7 @@ export const ErrorCodes = {
   INVALID_CONFIG_CHANGE: 'The membership change does not fit the current configuration; check `rale members` and retry with a valid change.',
   INVALID_ARGUMENT: 'An argument is malformed; fix the request as the message says.',
   PROPOSAL_DROPPED: 'The entry was overwritten by a new leader before it committed; it did not take effect, and it is safe to retry.',
+  APPLY_FAILED: 'The command reached the log and was applied, but the state machine rejected it (the same way on every node); fix the command.',
   TIMEOUT: 'The operation did not complete in time; its outcome is unknown unless it is idempotent or tracked by id.',
   STOPPED: 'The node has been stopped.',
   STORAGE: 'The storage layer failed; check the database connection and the node logs.',

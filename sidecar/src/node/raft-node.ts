@@ -1,0 +1,509 @@
+/**
+ * RaftNode: the driver around the pure core. It owns the clock (a tick
+ * timer), the storage, the state machine and the transport, and runs the
+ * core's Ready batches strictly one at a time:
+ *
+ *   persist (snapshot, entries, hard state) -> restore snapshot data ->
+ *   send messages -> apply committed entries -> answer reads -> advance
+ *
+ * Messages leave only after everything they depend on is durable (a vote
+ * after the vote is saved, an append acknowledgement after the entries are),
+ * which is what makes an acknowledged write survive any single crash.
+ */
+import { EventEmitter } from 'node:events';
+import { randomInt as cryptoRandomInt, randomUUID } from 'node:crypto';
+import { RaleError } from '../errors.ts';
+import { RaftCore, type CoreStatus } from '../core/raft.ts';
+import { seededRandom } from '../core/random.ts';
+import { decodeConfigChange } from '../core/config.ts';
+import {
+  EntryKind,
+  MessageType,
+  Role,
+  type ConfigChange,
+  type CoreOptions,
+  type Entry,
+  type LogFetch,
+  type Message,
+  type NodeId,
+  type Ready,
+  type StorageState,
+} from '../core/types.ts';
+import type { ApplyResult, LogStorage, StateMachine } from '../storage/types.ts';
+import type { Connection, Transport } from './transport.ts';
+import { encodeCommand } from './command.ts';
+
+export interface RaftNodeOptions {
+  id: NodeId;
+  log: LogStorage;
+  stateMachine: StateMachine;
+  transport: Transport;
+  /** Voters of a brand-new cluster (used only while the log and snapshots are empty). Omit to join an existing cluster. */
+  bootstrap?: NodeId[];
+  /** Known addresses of peers, for transports that need them. */
+  addresses?: Record<NodeId, string>;
+  /** Milliseconds per core tick. Default 100. */
+  tickMs?: number;
+  /** Core tunables (electionTicks, heartbeatTicks, ...). */
+  core?: Partial<Omit<CoreOptions, 'id' | 'random'>>;
+  /** Seed of the election-timeout randomness (default: random). */
+  seed?: number;
+  /** Take a snapshot and compact the log after this many applied entries. Default 10,000; 0 disables. */
+  snapshotEvery?: number;
+  /** Default time a proposal or read waits before failing with TIMEOUT. Default 5,000 ms. */
+  requestTimeoutMs?: number;
+}
+
+export interface ProposalOutcome extends ApplyResult {
+  term: number;
+}
+
+interface Waiter<T> {
+  resolve: (value: T) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface ForwardedProposal {
+  data: Uint8Array;
+  /** How many nodes passed it on already: bounded so stale leader views cannot bounce it forever. */
+  hops: number;
+}
+
+const MAX_FORWARD_HOPS = 2;
+
+/**
+ * Events: 'role' (role), 'leader' (leader id or null), 'follower' / 'candidate'
+ * / 'leader-elected', 'applied' (entry, result), 'error' (err), 'stopped'.
+ */
+export class RaftNode extends EventEmitter {
+  readonly id: NodeId;
+  private readonly options: RaftNodeOptions;
+  private core: RaftCore | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private processing = false;
+  private stopped = false;
+  private readonly connections = new Map<NodeId, Connection>();
+  private readonly addresses = new Map<NodeId, string>();
+  /** Proposals made here, by log index: resolved when that index applies. */
+  private readonly proposalWaiters = new Map<number, Waiter<ProposalOutcome> & { term: number }>();
+  /** Callers waiting until the local applied index reaches a point. */
+  private appliedWaiters: Array<Waiter<number> & { index: number }> = [];
+  /** ReadIndex requests by context. */
+  private readonly readWaiters = new Map<string, Waiter<number>>();
+  private lastSnapshotIndex = 0;
+  private readCounter = 0;
+
+  constructor(options: RaftNodeOptions) {
+    super();
+    this.id = options.id;
+    this.options = options;
+    for (const [id, address] of Object.entries(options.addresses ?? {})) this.addresses.set(id, address);
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async start(): Promise<void> {
+    if (this.core !== null) return;
+    const loaded = await this.options.log.load();
+    let applied = await this.options.stateMachine.appliedIndex();
+    if (applied < loaded.snapshot.index) {
+      // Crash between installing a snapshot into the log and restoring it into the state machine.
+      const snapshot = await this.options.log.latestSnapshot();
+      if (snapshot === null) throw new RaleError('STORAGE', `storage reports a snapshot at ${loaded.snapshot.index} but returns none`);
+      await this.options.stateMachine.restore(snapshot.meta, snapshot.data);
+      applied = snapshot.meta.index;
+    }
+    const state: StorageState = { ...loaded, applied };
+    const fresh = loaded.snapshot.index === 0 && loaded.lastIndex === 0 && loaded.snapshot.config.voters.length === 0;
+    if (fresh && this.options.bootstrap !== undefined) {
+      state.snapshot = { ...loaded.snapshot, config: { voters: [...this.options.bootstrap], learners: [] } };
+    }
+    this.lastSnapshotIndex = loaded.snapshot.index;
+    for (const entry of loaded.configEntries) this.learnAddress(entry);
+    const seed = this.options.seed ?? cryptoRandomInt(0, 2 ** 31);
+    this.core = new RaftCore({ ...this.options.core, id: this.id, random: seededRandom(seed) }, state);
+    await this.options.transport.listen(this.id, (type, args) => this.handleCall(type, args));
+    this.timer = setInterval(() => this.onTick(), this.options.tickMs ?? 100);
+    this.kick();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    const stoppedError = () => new RaleError('STOPPED', `node ${this.id} stopped`);
+    for (const w of this.proposalWaiters.values()) this.settle(w, stoppedError());
+    for (const w of this.appliedWaiters) this.settle(w, stoppedError());
+    for (const w of this.readWaiters.values()) this.settle(w, stoppedError());
+    this.proposalWaiters.clear();
+    this.appliedWaiters = [];
+    this.readWaiters.clear();
+    // Let a Ready in progress finish its storage writes before closing storage.
+    while (this.processing) await new Promise((resolve) => setTimeout(resolve, 1));
+    await this.options.transport.close();
+    for (const c of this.connections.values()) await c.close().catch(() => {});
+    this.emit('stopped');
+  }
+
+  private requireCore(): RaftCore {
+    if (this.core === null) throw new RaleError('STOPPED', `node ${this.id} has not been started`);
+    if (this.stopped) throw new RaleError('STOPPED', `node ${this.id} stopped`);
+    return this.core;
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  status(): CoreStatus {
+    return this.requireCore().status();
+  }
+
+  get role(): Role {
+    return this.requireCore().currentRole;
+  }
+
+  get leader(): NodeId | null {
+    return this.requireCore().currentLeader;
+  }
+
+  isLeader(): boolean {
+    return this.core?.currentRole === Role.Leader;
+  }
+
+  // ---------------------------------------------------------------- client operations
+
+  /**
+   * Proposes `command` (any JSON value) and resolves with its outcome once it
+   * is applied on this node. On a follower the proposal is forwarded to the
+   * leader. `id` makes retries safe: the same id applies once.
+   */
+  async command(command: unknown, opts: { id?: string; timeoutMs?: number } = {}): Promise<ProposalOutcome> {
+    const data = encodeCommand({ id: opts.id ?? randomUUID(), command });
+    return this.proposeData(data, opts.timeoutMs);
+  }
+
+  /**
+   * Proposes raw entry data (already an encoded command envelope). Waits up
+   * to the timeout for a leader when none is known (an election is running).
+   */
+  async proposeData(data: Uint8Array, timeoutMs = this.options.requestTimeoutMs ?? 5000, hops = 0): Promise<ProposalOutcome> {
+    const deadline = Date.now() + timeoutMs;
+    const core = this.requireCore();
+    const leader = await this.waitForLeader(timeoutMs);
+    if (leader === this.id) {
+      const { index, term } = core.propose(data);
+      this.kick();
+      return this.waitForIndex(index, term, Math.max(1, deadline - Date.now()));
+    }
+    if (hops >= MAX_FORWARD_HOPS) {
+      throw new RaleError('NOT_LEADER', `node ${this.id} is not the leader (forwarded ${hops} times already)`, { leader });
+    }
+    const outcome = (await withTimeout(
+      this.connection(leader).invoke('propose', { data, hops: hops + 1 } satisfies ForwardedProposal),
+      Math.max(1, deadline - Date.now()),
+      `proposal forwarded to ${leader}`,
+    )) as ProposalOutcome;
+    // Read-your-writes on this node: return once the entry is applied here too.
+    await this.waitApplied(outcome.index, Math.max(1, deadline - Date.now()));
+    return outcome;
+  }
+
+  /** The current leader's id, waiting up to `timeoutMs` for an election to produce one. */
+  async waitForLeader(timeoutMs: number): Promise<NodeId> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const leader = this.requireCore().currentLeader;
+      if (leader !== null) return leader;
+      if (Date.now() >= deadline) throw new RaleError('NO_LEADER', `node ${this.id} found no leader within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(10, Math.max(1, deadline - Date.now()))));
+    }
+  }
+
+  /** Proposes a membership change (on the leader; forwarded otherwise is not supported: call the leader). */
+  async changeMembership(change: ConfigChange, timeoutMs = this.options.requestTimeoutMs ?? 5000): Promise<ProposalOutcome> {
+    const core = this.requireCore();
+    if ((change.type === 'addLearner' || change.type === 'addVoter') && change.context) this.addresses.set(change.node, change.context);
+    const { index, term } = core.proposeConfigChange(change);
+    this.kick();
+    return this.waitForIndex(index, term, timeoutMs);
+  }
+
+  /**
+   * Read barrier: resolves with a read index once this node has applied up to
+   * it, so that a read of the local state machine right after is linearizable.
+   */
+  async readBarrier(timeoutMs = this.options.requestTimeoutMs ?? 5000): Promise<number> {
+    const core = this.requireCore();
+    const context = `${this.id}:${++this.readCounter}`;
+    const index = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.readWaiters.delete(context);
+        reject(new RaleError('TIMEOUT', `read index not confirmed within ${timeoutMs} ms (no quorum?)`));
+      }, timeoutMs);
+      this.readWaiters.set(context, { resolve, reject, timer });
+      try {
+        core.readIndex(context);
+      } catch (err) {
+        clearTimeout(timer);
+        this.readWaiters.delete(context);
+        reject(err as Error);
+        return;
+      }
+      this.kick();
+    });
+    await this.waitApplied(index, timeoutMs);
+    return index;
+  }
+
+  transferLeadership(target: NodeId): void {
+    this.requireCore().transferLeadership(target);
+    this.kick();
+  }
+
+  /** Starts an election now (e.g. a single node that should lead at once). */
+  campaign(): void {
+    this.requireCore().campaign();
+    this.kick();
+  }
+
+  /** Resolves once the local applied index reaches `index`. */
+  waitApplied(index: number, timeoutMs = this.options.requestTimeoutMs ?? 5000): Promise<number> {
+    const core = this.requireCore();
+    if (core.appliedIndex >= index) return Promise.resolve(core.appliedIndex);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.appliedWaiters = this.appliedWaiters.filter((w) => w.timer !== timer);
+        reject(new RaleError('TIMEOUT', `index ${index} not applied on ${this.id} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.appliedWaiters.push({ index, resolve, reject, timer });
+    });
+  }
+
+  private waitForIndex(index: number, term: number, timeoutMs: number): Promise<ProposalOutcome> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.proposalWaiters.delete(index);
+        reject(new RaleError('TIMEOUT', `entry ${index} not applied within ${timeoutMs} ms; it may still commit`, { index, term }));
+      }, timeoutMs);
+      // An index reused by a newer term means the older entry there was overwritten.
+      const previous = this.proposalWaiters.get(index);
+      if (previous !== undefined) {
+        this.settle(previous, new RaleError('PROPOSAL_DROPPED', `entry ${index} of term ${previous.term} was replaced by a new leader`, { index }));
+      }
+      this.proposalWaiters.set(index, { term, resolve, reject, timer });
+    });
+  }
+
+  private settle<T>(w: Waiter<T>, err: Error): void {
+    clearTimeout(w.timer);
+    w.reject(err);
+  }
+
+  // ---------------------------------------------------------------- inbound calls
+
+  private async handleCall(type: string, args: unknown): Promise<unknown> {
+    const core = this.requireCore();
+    switch (type) {
+      case 'raft': {
+        if (!Array.isArray(args)) throw new RaleError('INVALID_ARGUMENT', "a 'raft' call carries an array of messages");
+        for (const m of args as Message[]) core.step(m);
+        this.kick();
+        return null;
+      }
+      case 'propose': {
+        const { data, hops } = args as ForwardedProposal;
+        if (!(data instanceof Uint8Array)) throw new RaleError('INVALID_ARGUMENT', "a 'propose' call carries {data: bytes}");
+        return this.proposeData(data, undefined, typeof hops === 'number' ? hops : MAX_FORWARD_HOPS);
+      }
+      default:
+        throw new RaleError('INVALID_ARGUMENT', `unknown call type '${type}'`);
+    }
+  }
+
+  private connection(peer: NodeId): Connection {
+    let c = this.connections.get(peer);
+    if (c === undefined) {
+      c = this.options.transport.connect(this.id, peer, this.addresses.get(peer));
+      this.connections.set(peer, c);
+    }
+    return c;
+  }
+
+  // ---------------------------------------------------------------- the Ready loop
+
+  private onTick(): void {
+    if (this.stopped || this.core === null) return;
+    this.core.tick();
+    this.kick();
+  }
+
+  /** Runs the Ready loop unless it is already running; it drains everything pending. */
+  private kick(): void {
+    if (this.processing || this.stopped || this.core === null) return;
+    this.processing = true;
+    setImmediate(() => void this.processLoop());
+  }
+
+  private async processLoop(): Promise<void> {
+    const core = this.core as RaftCore;
+    try {
+      while (!this.stopped && core.hasReady()) {
+        const ready = core.ready();
+        await this.handleReady(core, ready);
+        core.advance(ready);
+        await this.maybeSnapshot(core);
+      }
+    } catch (err) {
+      // Storage failed mid-Ready: the core can no longer trust what is durable.
+      // Stop rather than risk acknowledging what was not persisted.
+      this.emit('error', err);
+      this.processing = false;
+      await this.stop();
+      return;
+    }
+    this.processing = false;
+  }
+
+  private async handleReady(core: RaftCore, ready: Ready): Promise<void> {
+    const { log, stateMachine } = this.options;
+    if (ready.snapshot !== null || ready.entries.length > 0 || ready.hardState !== null) {
+      await log.persist({ snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState });
+    }
+    if (ready.snapshot !== null) {
+      await stateMachine.restore(ready.snapshot.meta, ready.snapshot.data);
+      this.lastSnapshotIndex = ready.snapshot.meta.index;
+    }
+    for (const entry of ready.entries) this.learnAddress(entry);
+    this.sendMessages(core, ready.messages);
+    if (ready.committedEntries.length > 0) {
+      const results = await stateMachine.apply(ready.committedEntries);
+      this.onApplied(ready.committedEntries, results);
+    }
+    for (const rs of ready.readStates) {
+      const w = this.readWaiters.get(rs.context);
+      if (w !== undefined) {
+        this.readWaiters.delete(rs.context);
+        clearTimeout(w.timer);
+        w.resolve(rs.index);
+      }
+    }
+    for (const fetch of ready.fetches) void this.answerFetch(core, fetch);
+    if (ready.softState !== null) this.emitRole(ready.softState.role, ready.softState.leader);
+  }
+
+  private learnAddress(entry: Entry): void {
+    if (entry.kind !== EntryKind.Config) return;
+    try {
+      const change = decodeConfigChange(entry.data);
+      if ((change.type === 'addLearner' || change.type === 'addVoter') && change.context) this.addresses.set(change.node, change.context);
+    } catch {
+      // not ours to judge: the core treats an undecodable change as none
+    }
+  }
+
+  private sendMessages(core: RaftCore, messages: Message[]): void {
+    const byPeer = new Map<NodeId, Message[]>();
+    for (const m of messages) {
+      if (m.type === MessageType.Snapshot) {
+        void this.sendSnapshot(core, m);
+        continue;
+      }
+      let list = byPeer.get(m.to);
+      if (list === undefined) byPeer.set(m.to, (list = []));
+      list.push(m);
+    }
+    for (const [peer, batch] of byPeer) {
+      this.connection(peer)
+        .invoke('raft', batch)
+        .catch(() => {
+          if (this.stopped) return;
+          core.reportUnreachable(peer);
+        });
+    }
+  }
+
+  private async sendSnapshot(core: RaftCore, m: Extract<Message, { type: MessageType.Snapshot }>): Promise<void> {
+    let ok = false;
+    try {
+      const stored = await this.options.log.latestSnapshot();
+      if (stored === null || stored.meta.index < m.snapshot.meta.index) throw new Error('no stored snapshot covers the requested index');
+      await this.connection(m.to).invoke('raft', [{ ...m, snapshot: stored }]);
+      ok = true;
+    } catch {
+      ok = false;
+    }
+    if (this.stopped) return;
+    core.reportSnapshot(m.to, ok);
+    this.kick();
+  }
+
+  private async answerFetch(core: RaftCore, fetch: LogFetch): Promise<void> {
+    let entries: Entry[] = [];
+    try {
+      entries = await this.options.log.entries(fetch.lo, fetch.hi, fetch.maxBytes);
+    } catch (err) {
+      this.emit('error', err);
+      await new Promise((resolve) => setTimeout(resolve, 50)); // back off before the core asks again
+    }
+    if (this.stopped) return;
+    core.entriesFetched(fetch, entries);
+    this.kick();
+  }
+
+  private onApplied(entries: Entry[], results: ApplyResult[]): void {
+    const byIndex = new Map(results.map((r) => [r.index, r]));
+    for (const entry of entries) {
+      const result = byIndex.get(entry.index) ?? { index: entry.index, status: 'ok' as const };
+      this.emit('applied', entry, result);
+      const waiter = this.proposalWaiters.get(entry.index);
+      if (waiter === undefined) continue;
+      this.proposalWaiters.delete(entry.index);
+      clearTimeout(waiter.timer);
+      if (entry.term === waiter.term) waiter.resolve({ ...result, term: entry.term });
+      else waiter.reject(new RaleError('PROPOSAL_DROPPED', `entry ${entry.index} of term ${waiter.term} was replaced by a new leader`, { index: entry.index }));
+    }
+    const applied = entries[entries.length - 1]?.index ?? 0;
+    const still: typeof this.appliedWaiters = [];
+    for (const w of this.appliedWaiters) {
+      if (w.index <= applied) {
+        clearTimeout(w.timer);
+        w.resolve(applied);
+      } else still.push(w);
+    }
+    this.appliedWaiters = still;
+  }
+
+  private async maybeSnapshot(core: RaftCore): Promise<void> {
+    const every = this.options.snapshotEvery ?? 10_000;
+    if (every <= 0 || core.appliedIndex - this.lastSnapshotIndex < every) return;
+    const image = await this.options.stateMachine.snapshot();
+    const meta = core.snapshotMetaAt(image.index);
+    await this.options.log.saveSnapshot({ meta, data: image.data });
+    core.compact(meta.index);
+    this.lastSnapshotIndex = meta.index;
+  }
+
+  private emitRole(role: Role, leader: NodeId | null): void {
+    this.emit('role', role);
+    this.emit('leader', leader);
+    if (role === Role.Leader) this.emit('leader-elected', this.id);
+    else if (role === Role.Follower) this.emit('follower', leader);
+    else this.emit('candidate');
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new RaleError('TIMEOUT', `${what} did not answer within ${ms} ms`)), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
