@@ -55,11 +55,15 @@ export interface ClusterConfig {
  * One membership change. rale changes voters one server at a time (Raft
  * thesis §4.1); see DESIGN.md for why that, and not joint consensus.
  */
-export type ConfigChange =
+export type ConfigChange = (
   | { type: 'addLearner'; node: NodeId; context?: string }
   | { type: 'promote'; node: NodeId }
   | { type: 'addVoter'; node: NodeId; context?: string }
-  | { type: 'remove'; node: NodeId };
+  | { type: 'remove'; node: NodeId }
+) & {
+  /** Id of the request that proposed the change, so its outcome can be recorded once (like a command id). */
+  id?: string;
+};
 
 export interface SnapshotMeta {
   /** Index and term of the last entry the snapshot covers. */

@@ -13,7 +13,7 @@
 import { EventEmitter } from 'node:events';
 import { randomInt as cryptoRandomInt, randomUUID } from 'node:crypto';
 import { RaleError } from '../errors.ts';
-import { RaftCore, type CoreStatus } from '../core/raft.ts';
+import { RaftCore, type CoreStatus, type ProposeResult } from '../core/raft.ts';
 import { seededRandom } from '../core/random.ts';
 import { decodeConfigChange } from '../core/config.ts';
 import {
@@ -166,6 +166,11 @@ export class RaftNode extends EventEmitter {
     return this.requireCore().currentLeader;
   }
 
+  /** The address of a member, when this node knows it (from options or config entries). */
+  addressOf(id: NodeId): string | undefined {
+    return this.addresses.get(id);
+  }
+
   isLeader(): boolean {
     return this.core?.currentRole === Role.Leader;
   }
@@ -219,23 +224,57 @@ export class RaftNode extends EventEmitter {
     }
   }
 
-  /** Proposes a membership change (on the leader; forwarded otherwise is not supported: call the leader). */
+  /**
+   * Appends payloads to the leader's log (forwarding from a follower) and
+   * resolves with their log positions, without waiting for them to commit.
+   * Used by the proposal pump: outcomes come from the state machine.
+   */
+  async submit(payloads: Uint8Array[], timeoutMs = this.options.requestTimeoutMs ?? 5000, hops = 0): Promise<ProposeResult[]> {
+    const leader = await this.waitForLeader(timeoutMs);
+    if (leader === this.id) {
+      const positions = this.requireCore().proposeBatch(payloads);
+      this.kick();
+      return positions;
+    }
+    if (hops >= MAX_FORWARD_HOPS) throw new RaleError('NOT_LEADER', `node ${this.id} is not the leader`, { leader });
+    return (await withTimeout(this.connection(leader).invoke('submit', { payloads, hops: hops + 1 }), timeoutMs, `submission forwarded to ${leader}`)) as ProposeResult[];
+  }
+
+  /** Like submit, for a membership change. */
+  async submitConfigChange(change: ConfigChange, timeoutMs = this.options.requestTimeoutMs ?? 5000, hops = 0): Promise<ProposeResult> {
+    const leader = await this.waitForLeader(timeoutMs);
+    if (leader === this.id) {
+      if ((change.type === 'addLearner' || change.type === 'addVoter') && change.context) this.addresses.set(change.node, change.context);
+      const position = this.requireCore().proposeConfigChange(change);
+      this.kick();
+      return position;
+    }
+    if (hops >= MAX_FORWARD_HOPS) throw new RaleError('NOT_LEADER', `node ${this.id} is not the leader`, { leader });
+    return (await withTimeout(this.connection(leader).invoke('config', { change, hops: hops + 1 }), timeoutMs, `membership change forwarded to ${leader}`)) as ProposeResult;
+  }
+
+  /** Proposes a membership change and waits until it is applied here (forwarded to the leader from a follower). */
   async changeMembership(change: ConfigChange, timeoutMs = this.options.requestTimeoutMs ?? 5000): Promise<ProposalOutcome> {
+    const deadline = Date.now() + timeoutMs;
     const core = this.requireCore();
-    if ((change.type === 'addLearner' || change.type === 'addVoter') && change.context) this.addresses.set(change.node, change.context);
-    const { index, term } = core.proposeConfigChange(change);
-    this.kick();
-    return this.waitForIndex(index, term, timeoutMs);
+    if (core.currentRole === Role.Leader) {
+      const { index, term } = await this.submitConfigChange(change, timeoutMs);
+      return this.waitForIndex(index, term, Math.max(1, deadline - Date.now()));
+    }
+    const { index, term } = await this.submitConfigChange(change, timeoutMs);
+    await this.waitApplied(index, Math.max(1, deadline - Date.now()));
+    return { index, term, status: 'ok' };
   }
 
   /**
-   * Read barrier: resolves with a read index once this node has applied up to
-   * it, so that a read of the local state machine right after is linearizable.
+   * A linearizable read point: the leader's commit index, confirmed by a
+   * quorum round that started after this call. Does not wait for this node
+   * to apply up to it (see readBarrier).
    */
-  async readBarrier(timeoutMs = this.options.requestTimeoutMs ?? 5000): Promise<number> {
+  readIndex(timeoutMs = this.options.requestTimeoutMs ?? 5000): Promise<number> {
     const core = this.requireCore();
     const context = `${this.id}:${++this.readCounter}`;
-    const index = await new Promise<number>((resolve, reject) => {
+    return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.readWaiters.delete(context);
         reject(new RaleError('TIMEOUT', `read index not confirmed within ${timeoutMs} ms (no quorum?)`));
@@ -251,7 +290,16 @@ export class RaftNode extends EventEmitter {
       }
       this.kick();
     });
-    await this.waitApplied(index, timeoutMs);
+  }
+
+  /**
+   * Read barrier: resolves with a read index once this node has applied up to
+   * it, so that a read of the local state machine right after is linearizable.
+   */
+  async readBarrier(timeoutMs = this.options.requestTimeoutMs ?? 5000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    const index = await this.readIndex(timeoutMs);
+    await this.waitApplied(index, Math.max(1, deadline - Date.now()));
     return index;
   }
 
@@ -314,6 +362,17 @@ export class RaftNode extends EventEmitter {
         const { data, hops } = args as ForwardedProposal;
         if (!(data instanceof Uint8Array)) throw new RaleError('INVALID_ARGUMENT', "a 'propose' call carries {data: bytes}");
         return this.proposeData(data, undefined, typeof hops === 'number' ? hops : MAX_FORWARD_HOPS);
+      }
+      case 'submit': {
+        const { payloads, hops } = args as { payloads: unknown; hops: unknown };
+        if (!Array.isArray(payloads) || !payloads.every((p) => p instanceof Uint8Array)) {
+          throw new RaleError('INVALID_ARGUMENT', "a 'submit' call carries {payloads: bytes[]}");
+        }
+        return this.submit(payloads as Uint8Array[], undefined, typeof hops === 'number' ? hops : MAX_FORWARD_HOPS);
+      }
+      case 'config': {
+        const { change, hops } = args as { change: ConfigChange; hops: unknown };
+        return this.submitConfigChange(change, undefined, typeof hops === 'number' ? hops : MAX_FORWARD_HOPS);
       }
       default:
         throw new RaleError('INVALID_ARGUMENT', `unknown call type '${type}'`);

@@ -1,0 +1,171 @@
+/**
+ * A rale node on PostgreSQL: the Raft driver with its log, hard state and
+ * snapshots in the `rale` schema (PgLogStorage), its state machine in the
+ * same database (PgStateMachine), the proposal pump that feeds SQL clients'
+ * proposals into Raft, and the two small services that let SQL see the
+ * node: the status publisher (rale.node_status, rale.members) and the read
+ * service behind rale.read_barrier().
+ */
+import pg from 'pg';
+import type { NodeId, CoreOptions, ClusterConfig } from '../core/types.ts';
+import { RaftNode } from '../node/raft-node.ts';
+import type { Transport } from '../node/transport.ts';
+import { PgLogStorage } from '../storage/pg-log.ts';
+import { PgStateMachine } from './state-machine.ts';
+import { ProposalPump } from './pump.ts';
+import { migrate } from './migrate.ts';
+import { pgTypes } from './types.ts';
+
+export interface PgNodeOptions {
+  id: NodeId;
+  /** The database of this node (a superuser or the owner of the rale schema). */
+  connectionString: string;
+  transport: Transport;
+  /** Voters of a brand-new cluster; omit on a node that will be joined. */
+  bootstrap?: NodeId[];
+  addresses?: Record<NodeId, string>;
+  tickMs?: number;
+  core?: Partial<Omit<CoreOptions, 'id' | 'random'>>;
+  seed?: number;
+  snapshotEvery?: number;
+  synchronousApply?: boolean;
+  requestTimeoutMs?: number;
+  /** How often node_status is refreshed while nothing changes. Default 100 ms. */
+  statusEveryMs?: number;
+  onError?: (err: Error, where: string) => void;
+}
+
+export class PgNode {
+  readonly id: NodeId;
+  readonly raft: RaftNode;
+  readonly log: PgLogStorage;
+  readonly stateMachine: PgStateMachine;
+  readonly pool: pg.Pool;
+  readonly pump: ProposalPump;
+  private readonly options: PgNodeOptions;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private readLoop: Promise<void> | null = null;
+  private running = false;
+  private publishedConfig = '';
+
+  private constructor(options: PgNodeOptions) {
+    this.options = options;
+    this.id = options.id;
+    this.pool = new pg.Pool({ connectionString: options.connectionString, max: 3, types: pgTypes });
+    this.pool.on('error', (err) => this.reportError(err, 'pool'));
+    const bootstrap: ClusterConfig | undefined = options.bootstrap ? { voters: [...options.bootstrap], learners: [] } : undefined;
+    this.log = new PgLogStorage({ connection: options.connectionString, bootstrap, onIdleError: (err) => this.reportError(err, 'log') });
+    this.stateMachine = new PgStateMachine({ connection: options.connectionString, synchronousApply: options.synchronousApply });
+    this.raft = new RaftNode({
+      id: options.id,
+      log: this.log,
+      stateMachine: this.stateMachine,
+      transport: options.transport,
+      bootstrap: options.bootstrap,
+      addresses: options.addresses,
+      tickMs: options.tickMs,
+      core: options.core,
+      seed: options.seed,
+      snapshotEvery: options.snapshotEvery,
+      requestTimeoutMs: options.requestTimeoutMs,
+    });
+    this.raft.on('error', (err: Error) => this.reportError(err, 'raft'));
+    this.pump = new ProposalPump({
+      pool: this.pool,
+      connectionString: options.connectionString,
+      node: this.raft,
+      onError: (err) => this.reportError(err, 'pump'),
+    });
+  }
+
+  /** Installs or upgrades the schema, then starts Raft and the services. */
+  static async start(options: PgNodeOptions): Promise<PgNode> {
+    await migrate(options.connectionString);
+    const node = new PgNode(options);
+    await node.raft.start();
+    node.running = true;
+    await node.publishStatus();
+    node.raft.on('role', () => void node.publishStatus());
+    node.statusTimer = setInterval(() => void node.publishStatus(), options.statusEveryMs ?? 100);
+    await node.pump.start();
+    node.readLoop = node.serveReadBarriers();
+    return node;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    if (this.statusTimer !== null) clearInterval(this.statusTimer);
+    await this.pump.stop();
+    await this.readLoop;
+    await this.raft.stop();
+    await this.log.close();
+    await this.stateMachine.close();
+    await this.pool.end();
+  }
+
+  private reportError(err: Error, where: string): void {
+    if (this.options.onError) this.options.onError(err, where);
+  }
+
+  /** Writes this node's role, term, leader and indexes, and its configuration when it changed, for SQL to read. */
+  private async publishStatus(): Promise<void> {
+    if (!this.running) return;
+    try {
+      const s = this.raft.status();
+      await this.pool.query(
+        `INSERT INTO rale.node_status (id, node_id, role, term, leader, leader_address, commit_index, applied_index, last_index, updated_at)
+         VALUES (true, $1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp())
+         ON CONFLICT (id) DO UPDATE SET node_id = $1, role = $2, term = $3, leader = $4, leader_address = $5,
+           commit_index = $6, applied_index = $7, last_index = $8, updated_at = clock_timestamp()`,
+        [s.id, s.role, s.term, s.leader, s.leader ? (this.raft.addressOf(s.leader) ?? null) : null, s.commit, s.applied, s.lastIndex],
+      );
+      const config = JSON.stringify(s.config);
+      if (config !== this.publishedConfig) {
+        const ids = [...s.config.voters, ...s.config.learners];
+        const roles = [...s.config.voters.map(() => 'voter'), ...s.config.learners.map(() => 'learner')];
+        await this.pool.query(
+          `WITH gone AS (DELETE FROM rale.members WHERE node_id <> ALL($1::text[]))
+           INSERT INTO rale.members (node_id, role, address)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+           ON CONFLICT (node_id) DO UPDATE SET role = EXCLUDED.role, address = coalesce(EXCLUDED.address, rale.members.address), updated_at = clock_timestamp()`,
+          [ids, roles, ids.map((id) => this.raft.addressOf(id) ?? null)],
+        );
+        this.publishedConfig = config;
+      }
+    } catch (err) {
+      this.reportError(err as Error, 'status');
+    }
+  }
+
+  /**
+   * Serves rale.read_barrier(): SQL waiters take tickets from a sequence
+   * (visible at once, no commit needed); for every new highest ticket this
+   * runs one ReadIndex round, which started after those tickets were taken,
+   * and publishes its index for them. Polls fast while barriers are being
+   * asked for, slowly when idle.
+   */
+  private async serveReadBarriers(): Promise<void> {
+    let served = 0;
+    let lastDemand = 0;
+    while (this.running) {
+      try {
+        const { rows } = await this.pool.query<{ last_value: number; is_called: boolean }>('SELECT last_value, is_called FROM rale.read_tickets');
+        const row = rows[0];
+        const newest = row?.is_called ? row.last_value : 0;
+        if (newest > served) {
+          const readIndex = await this.raft.readIndex();
+          await this.pool.query('UPDATE rale.read_rounds SET ticket = $1, read_index = $2', [newest, readIndex]);
+          served = newest;
+          lastDemand = Date.now();
+          continue;
+        }
+      } catch (err) {
+        this.reportError(err as Error, 'read');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const busy = Date.now() - lastDemand < 2000;
+      await new Promise((resolve) => setTimeout(resolve, busy ? 1 : 20));
+    }
+  }
+}
