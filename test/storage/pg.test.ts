@@ -1,0 +1,312 @@
+/**
+ * PgLogStorage against the compliance suite, the migration runner, and the
+ * embedded PostgreSQL harness, on real PostgreSQL servers (fsync on).
+ *
+ * One server serves the whole file; tests run serially to keep the load low
+ * on small CI machines. Each storage test starts from truncated tables; each
+ * migration test gets its own database.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import test from 'ava';
+import pg from 'pg';
+import { EntryKind } from '../../sidecar/src/core/types.ts';
+import { assertTraversable, reapStale, startPostgres, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
+import { loadMigrations, migrate, migration, MIGRATION_LOCK_KEY, SchemaTooNewError, schemaVersion } from '../../sidecar/src/pg/migrate.ts';
+import { PgLogStorage } from '../../sidecar/src/storage/pg-log.ts';
+import { logStorageCompliance } from './compliance.ts';
+
+const scratch = path.join(os.tmpdir(), `rale-test-storage-${process.pid}`);
+let server: PostgresInstance | undefined;
+let admin: pg.Pool | undefined;
+let storageUrl = '';
+let databases = 0;
+
+function running(): { server: PostgresInstance; admin: pg.Pool } {
+  if (!server || !admin) throw new Error('the test server did not start (see test.before)');
+  return { server, admin };
+}
+
+/** A new empty database on the shared server. */
+async function freshDatabase(): Promise<string> {
+  return running().server.createDatabase(`t${++databases}`);
+}
+
+async function withClient<R>(url: string, work: (c: pg.Client) => Promise<R>): Promise<R> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+test.before(async () => {
+  await fs.mkdir(scratch, { recursive: true, mode: 0o755 });
+  server = await startPostgres({ dataDir: path.join(scratch, 'shared'), persistent: false });
+  admin = new pg.Pool({ connectionString: server.connectionString, max: 2 });
+  storageUrl = await server.createDatabase('storage');
+  await migrate(storageUrl);
+});
+
+test.after.always(async () => {
+  await admin?.end();
+  await server?.stop();
+  await fs.rm(scratch, { recursive: true, force: true });
+});
+
+// ---------------------------------------------------------------------------
+// PgLogStorage
+
+logStorageCompliance(
+  'PgLogStorage',
+  {
+    async open(options) {
+      await withClient(storageUrl, (c) => c.query('TRUNCATE rale.log_entries, rale.hard_state, rale.snapshot'));
+      return new PgLogStorage({ connection: storageUrl, ...options });
+    },
+    async reopen(storage, options) {
+      await storage.close();
+      return new PgLogStorage({ connection: storageUrl, ...options });
+    },
+  },
+  { serial: true, modelRuns: 25 },
+);
+
+test.serial('PgLogStorage: an unmigrated database is refused with what to do', async (t) => {
+  const storage = new PgLogStorage({ connection: await freshDatabase() });
+  t.teardown(() => storage.close());
+  await t.throwsAsync(storage.load(), { message: /storage tables are missing.*run the migrations/s });
+  await t.throwsAsync(storage.persist({ snapshot: null, entries: [], hardState: { term: 1, vote: null, commit: 0 } }), { message: /run the migrations/ });
+});
+
+test.serial('PgLogStorage: load() detects a log with a hole (edited by hand)', async (t) => {
+  const url = await freshDatabase();
+  await migrate(url);
+  const storage = new PgLogStorage({ connection: url });
+  t.teardown(() => storage.close());
+  const data = new Uint8Array([1]);
+  await storage.persist({ snapshot: null, entries: [1, 2, 3].map((index) => ({ index, term: 1, kind: EntryKind.Normal, data })), hardState: null });
+  await withClient(url, (c) => c.query('DELETE FROM rale.log_entries WHERE index = 2'));
+  await t.throwsAsync(storage.load(), { message: /rale\.log_entries is corrupt/ });
+});
+
+test.serial('PgLogStorage: its connections force synchronous_commit on', async (t) => {
+  const url = await freshDatabase();
+  await withClient(url, (c) => c.query(`ALTER DATABASE ${c.escapeIdentifier(url.split('/').pop() ?? '')} SET synchronous_commit = off`));
+  const storage = new PgLogStorage({ connection: url });
+  t.teardown(() => storage.close());
+  // Reach into the pool on purpose: the setting is invisible through the LogStorage interface.
+  const pool = (storage as unknown as { pool: pg.Pool }).pool;
+  t.is((await pool.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]?.synchronous_commit, 'on');
+  await withClient(url, async (c) => t.is((await c.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]?.synchronous_commit, 'off'));
+});
+
+// ---------------------------------------------------------------------------
+// Migrations
+
+const storageTables = ['rale.log_entries', 'rale.hard_state', 'rale.snapshot', 'rale.schema_version'];
+
+test.serial('migrate: creates the schema at the newest version, then changes nothing', async (t) => {
+  const url = await freshDatabase();
+  const newest = (await loadMigrations()).length;
+  t.true(newest >= 1);
+  t.deepEqual(await migrate(url), { from: 0, to: newest, applied: Array.from({ length: newest }, (_, i) => i + 1) });
+  t.deepEqual(await migrate(url), { from: newest, to: newest, applied: [] });
+  await withClient(url, async (c) => {
+    t.is(await schemaVersion(c), newest);
+    for (const table of storageTables) {
+      t.truthy((await c.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [table])).rows[0]?.t, table);
+    }
+    t.is(Number((await c.query('SELECT count(*) AS n FROM rale.schema_version')).rows[0].n), newest);
+  });
+});
+
+test.serial('migrate: refuses a database migrated by a newer rale, naming both versions', async (t) => {
+  const url = await freshDatabase();
+  const { to } = await migrate(url);
+  await withClient(url, (c) => c.query(`INSERT INTO rale.schema_version (version, name, checksum) VALUES ($1, 'from_the_future', 'x')`, [to + 1]));
+  const err = await t.throwsAsync(migrate(url), { instanceOf: SchemaTooNewError });
+  t.regex(err?.message ?? '', new RegExp(`version ${to + 1}.*up to ${to}.*Upgrade rale`, 's'));
+  t.is(err?.databaseVersion, to + 1);
+  t.is(err?.codeVersion, to);
+});
+
+test.serial('migrate: concurrent runners both succeed and each migration is applied once', async (t) => {
+  const url = await freshDatabase();
+  // Not idempotent on purpose: applied twice, the CREATE TABLE would fail.
+  const slow = [
+    migration(1, 'slow', 'CREATE TABLE rale.once (x int); SELECT pg_sleep(0.3);'),
+    migration(2, 'insert', 'INSERT INTO rale.once VALUES (1);'),
+  ];
+  const results = await Promise.all([migrate(url, { migrations: slow }), migrate(url, { migrations: slow }), migrate(url, { migrations: slow })]);
+  t.deepEqual(results.map((r) => r.applied.length).sort(), [0, 0, 2]);
+  t.true(results.every((r) => r.to === 2));
+  await withClient(url, async (c) => {
+    t.is(Number((await c.query('SELECT count(*) AS n FROM rale.once')).rows[0].n), 1);
+    t.is(Number((await c.query('SELECT count(*) AS n FROM rale.schema_version')).rows[0].n), 2);
+  });
+
+  // The real migrations too, on another database.
+  const url2 = await freshDatabase();
+  const real = await Promise.all([migrate(url2), migrate(url2)]);
+  t.deepEqual(real.map((r) => r.applied.length).sort(), [0, (await loadMigrations()).length]);
+});
+
+test.serial('migrate: a failing migration is rolled back entirely and named', async (t) => {
+  const url = await freshDatabase();
+  const good = migration(1, 'good', 'CREATE TABLE rale.good (x int);');
+  const bad = migration(2, 'bad', 'CREATE TABLE rale.half (x int); SELECT 1/0;');
+  await t.throwsAsync(migrate(url, { migrations: [good, bad] }), { message: /0002_bad\.sql failed and was rolled back.*stays at version 1.*division by zero/s });
+  await withClient(url, async (c) => {
+    t.is(await schemaVersion(c), 1);
+    t.is((await c.query<{ t: string | null }>(`SELECT to_regclass('rale.half') AS t`)).rows[0]?.t, null, 'nothing of the failed migration remains');
+  });
+  const fixed = migration(2, 'bad', 'CREATE TABLE rale.half (x int);');
+  t.deepEqual(await migrate(url, { migrations: [good, fixed] }), { from: 1, to: 2, applied: [2] });
+});
+
+test.serial('migrate: refuses to run when an applied migration was edited', async (t) => {
+  const url = await freshDatabase();
+  await migrate(url, { migrations: [migration(1, 'a', 'CREATE TABLE rale.a (x int);')] });
+  await t.throwsAsync(migrate(url, { migrations: [migration(1, 'a', 'CREATE TABLE rale.a (x bigint);')] }), {
+    message: /0001_a\.sql was changed after it was applied/,
+  });
+});
+
+test.serial('migrate: gives up with a clear error when another runner holds the lock too long', async (t) => {
+  const url = await freshDatabase();
+  await withClient(url, async (holder) => {
+    await holder.query('SELECT pg_advisory_lock($1, $2)', [...MIGRATION_LOCK_KEY]);
+    await t.throwsAsync(migrate(url, { lockTimeoutMs: 200 }), { message: /Another process has been migrating/ });
+  });
+  // Released with the holder's session: now it runs.
+  t.true((await migrate(url)).applied.length > 0);
+});
+
+test.serial('loadMigrations: rejects misnamed files and gaps in the numbering', async (t) => {
+  const dir = await fs.mkdtemp(path.join(scratch, 'migrations-'));
+  await fs.writeFile(path.join(dir, '0001_a.sql'), 'SELECT 1;');
+  await fs.writeFile(path.join(dir, 'README.md'), 'not a migration');
+  t.deepEqual((await loadMigrations(dir)).map((m) => [m.version, m.name]), [[1, 'a']]);
+  await fs.writeFile(path.join(dir, '0003_c.sql'), 'SELECT 1;');
+  await t.throwsAsync(loadMigrations(dir), { message: /without gaps or duplicates.*0001_a\.sql, 0003_c\.sql/ });
+  await fs.rm(path.join(dir, '0003_c.sql'));
+  await fs.writeFile(path.join(dir, 'fix.sql'), 'SELECT 1;');
+  await t.throwsAsync(loadMigrations(dir), { message: /fix\.sql is not named NNNN_name\.sql/ });
+});
+
+test.serial('loadMigrations: finds sql/migrations from any working directory', async (t) => {
+  const cwd = process.cwd();
+  process.chdir(os.tmpdir());
+  try {
+    const migrations = await loadMigrations();
+    t.is(migrations[0]?.file, '0001_core.sql');
+  } finally {
+    process.chdir(cwd);
+  }
+});
+
+// ---------------------------------------------------------------------------
+// The embedded PostgreSQL harness
+
+/** True while `pid` runs (a zombie counts as gone). */
+async function alive(pid: number): Promise<boolean> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+test.serial('harness: a persistent server keeps its data across a restart, and stop() ends every process', async (t) => {
+  const dataDir = path.join(scratch, 'restart');
+  const first = await startPostgres({ dataDir });
+  t.teardown(() => first.stop());
+  await withClient(first.connectionString, async (c) => {
+    await c.query('CREATE TABLE kept (x int)');
+    await c.query('INSERT INTO kept VALUES (42)');
+    const settings = await c.query<{ name: string; setting: string }>(
+      `SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'listen_addresses') ORDER BY name`,
+    );
+    t.deepEqual(settings.rows, [
+      { name: 'fsync', setting: 'on' },
+      { name: 'listen_addresses', setting: '127.0.0.1' },
+      { name: 'synchronous_commit', setting: 'on' },
+    ]);
+  });
+  await first.stop();
+  t.false(await alive(first.pid));
+  t.deepEqual((await reapStale(dataDir)).stopped, [], 'no process of the data dir is left');
+
+  const second = await startPostgres({ dataDir, persistent: false, settings: { work_mem: '8MB' } });
+  t.teardown(() => second.stop());
+  await withClient(second.connectionString, async (c) => {
+    t.is((await c.query('SELECT x FROM kept')).rows[0].x, 42);
+    t.is((await c.query<{ work_mem: string }>('SHOW work_mem')).rows[0]?.work_mem, '8MB');
+  });
+  await second.stop();
+  await t.throwsAsync(fs.access(dataDir), undefined, 'a non-persistent data dir is deleted on stop');
+});
+
+test.serial('harness: reaps the orphaned server of a killed process before starting', async (t) => {
+  const dataDir = path.join(scratch, 'orphan');
+  const embedded = pathToFileURL(fileURLToPath(new URL('../../sidecar/src/pg/embedded.ts', import.meta.url))).href;
+  const script =
+    `import { startPostgres } from ${JSON.stringify(embedded)};\n` +
+    `const s = await startPostgres({ dataDir: ${JSON.stringify(dataDir)} });\n` +
+    `console.log(JSON.stringify({ pid: s.pid }));\n` +
+    `setInterval(() => {}, 1000);\n`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => void child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const orphan = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      const match = /"pid":(\d+)/.exec(out);
+      if (match) resolve(Number(match[1]));
+    });
+    child.once('exit', () => reject(new Error(`the helper process exited early: ${stderr}`)));
+  });
+  t.teardown(() => reapStale(dataDir).then(() => undefined));
+  child.kill('SIGKILL');
+  await new Promise((resolve) => child.once('exit', resolve));
+  t.true(await alive(orphan), 'killing Node leaves its postgres running');
+
+  const started = await startPostgres({ dataDir, persistent: false });
+  t.teardown(() => started.stop());
+  t.false(await alive(orphan), 'the orphan was stopped');
+  t.not(started.pid, orphan);
+  await withClient(started.connectionString, async (c) => t.is((await c.query('SELECT 1 AS one')).rows[0].one, 1));
+});
+
+test.serial('harness: refuses a folder that is not a data dir, and one already running here', async (t) => {
+  const dataDir = path.join(scratch, 'not-a-cluster');
+  await fs.mkdir(dataDir, { recursive: true });
+  await fs.writeFile(path.join(dataDir, 'precious.txt'), 'keep me');
+  await t.throwsAsync(startPostgres({ dataDir }), { message: /not empty and is not a PostgreSQL data dir/ });
+  t.is(await fs.readFile(path.join(dataDir, 'precious.txt'), 'utf8'), 'keep me');
+
+  const { server: shared } = running();
+  await t.throwsAsync(startPostgres({ dataDir: shared.dataDir }), { message: /already runs on/ });
+});
+
+test.serial('harness: names the folder the postgres user cannot traverse', async (t) => {
+  const locked = await fs.mkdtemp(path.join(scratch, 'locked-'));
+  const inner = path.join(locked, 'inner');
+  await fs.mkdir(inner, { mode: 0o755 });
+  await fs.chmod(locked, 0o700);
+  const stranger = { uid: 54321, gid: 54321 };
+  await t.throwsAsync(assertTraversable(inner, stranger), {
+    message: new RegExp(`cannot enter ${locked.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(mode 700`),
+  });
+  await fs.chmod(locked, 0o711);
+  await t.notThrowsAsync(assertTraversable(inner, stranger));
+});
