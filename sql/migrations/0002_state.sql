@@ -438,30 +438,27 @@ $$;
 -- node, through the log. The function must exist on every node's database
 -- (create it everywhere first): a node that lacks it records the entry as
 -- failed, while the others apply it.
-CREATE FUNCTION rale.register_handler(handler_name text, fn regproc, tables text[] DEFAULT '{}') RETURNS uuid
+CREATE FUNCTION rale.register_handler(handler_name text, fn regproc, tables regclass[] DEFAULT '{}') RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, rale AS $$
 DECLARE
     signature regprocedure;
     new_id    uuid;
-    t         text;
 BEGIN
     IF handler_name IS NULL OR handler_name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,62}$' THEN
         RAISE EXCEPTION 'rale: handler name % is not valid', coalesce(quote_literal(handler_name), 'NULL')
             USING ERRCODE = '22023', HINT = 'Use letters, digits, _ . - (at most 63), starting with a letter or _.';
     END IF;
+    -- fn and tables were resolved with the CALLER's search_path (argument
+    -- casts happen before the call); printed here, with only pg_catalog and
+    -- rale on the path, they come out schema-qualified.
     signature := to_regprocedure(fn::text || '(jsonb)');
     IF signature IS NULL THEN
         RAISE EXCEPTION 'rale: function % has no variant taking one jsonb argument', fn
             USING ERRCODE = '42883', HINT = 'Create it as CREATE FUNCTION ... (payload jsonb) RETURNS jsonb.';
     END IF;
-    FOREACH t IN ARRAY coalesce(tables, '{}') LOOP
-        IF to_regclass(t) IS NULL THEN
-            RAISE EXCEPTION 'rale: table % does not exist', t USING ERRCODE = '42P01';
-        END IF;
-    END LOOP;
     INSERT INTO rale.proposals (command, kind)
-    VALUES (jsonb_build_object('op', 'register_handler', 'name', handler_name,
-                               'function', signature::text, 'tables', to_jsonb(coalesce(tables, '{}'))), 'command')
+    VALUES (jsonb_build_object('op', 'register_handler', 'name', handler_name, 'function', signature::text,
+                               'tables', (SELECT coalesce(jsonb_agg(t::text), '[]') FROM unnest(coalesce(tables, '{}')) AS t)), 'command')
     RETURNING id INTO new_id;
     RETURN new_id;
 END
@@ -513,4 +510,4 @@ GRANT EXECUTE ON FUNCTION rale.propose(jsonb), rale.wait(uuid, integer), rale.ou
     public.rale_propose(jsonb), public.rale_wait(uuid, integer), public.rale_status(),
     public.rale_read_barrier(integer), public.rale_get(text) TO rale_client;
 GRANT EXECUTE ON PROCEDURE rale.submit(jsonb, rale.outcome, integer) TO rale_client;
-GRANT EXECUTE ON FUNCTION rale.register_handler(text, regproc, text[]), rale.change_membership(jsonb) TO rale_admin;
+GRANT EXECUTE ON FUNCTION rale.register_handler(text, regproc, regclass[]), rale.change_membership(jsonb) TO rale_admin;

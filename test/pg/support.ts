@@ -39,7 +39,13 @@ export async function startPgCluster(name: string, ids = ['node1', 'node2', 'nod
   await fs.chmod(root, 0o755);
   const instances = await startPostgresCluster({ root, count: ids.length, names: ids, persistent: false });
   const servers = new Map(ids.map((id, k) => [id, instances[k] as PostgresInstance]));
-  const sql = new Map(ids.map((id) => [id, new pg.Pool({ connectionString: servers.get(id)!.connectionString, max: 4 })]));
+  const sql = new Map(
+    ids.map((id) => {
+      const pool = new pg.Pool({ connectionString: servers.get(id)!.connectionString, max: 4 });
+      pool.on('error', () => {}); // idle connections die when a test restarts a server
+      return [id, pool];
+    }),
+  );
   const network = new MemoryNetwork();
   const nodes = new Map<string, PgNode>();
   const cluster: PgCluster = {
