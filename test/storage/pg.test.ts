@@ -188,6 +188,16 @@ test.serial('migrate: gives up with a clear error when another runner holds the 
   t.true((await migrate(url)).applied.length > 0);
 });
 
+test.serial("migrate: runs on a caller's client and leaves its lock_timeout as it was", async (t) => {
+  const url = await freshDatabase();
+  await withClient(url, async (c) => {
+    await c.query(`SET lock_timeout = '5s'`);
+    t.true((await migrate(c)).applied.length > 0);
+    t.is((await c.query<{ lock_timeout: string }>('SHOW lock_timeout')).rows[0]?.lock_timeout, '5s');
+    t.is((await c.query('SELECT count(*) AS n FROM pg_locks WHERE locktype = $1', ['advisory'])).rows[0].n, '0', 'the advisory lock is released');
+  });
+});
+
 test.serial('loadMigrations: rejects misnamed files and gaps in the numbering', async (t) => {
   const dir = await fs.mkdtemp(path.join(scratch, 'migrations-'));
   await fs.writeFile(path.join(dir, '0001_a.sql'), 'SELECT 1;');

@@ -126,7 +126,9 @@ type Db = pg.Pool | pg.ClientBase | string;
 
 /**
  * Brings the `rale` schema up to the newest migration. Safe to call on every
- * start and from several processes at once.
+ * start and from several processes at once. `db` is a connection string (a
+ * connection is opened and closed), a pool (one client is borrowed) or a
+ * connected client that is not inside a transaction.
  */
 export async function migrate(db: Db, options: MigrateOptions = {}): Promise<MigrateResult> {
   const migrations = options.migrations ?? (await loadMigrations(options.dir));
@@ -163,8 +165,12 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
 }
 
 async function lock(client: pg.ClientBase, timeoutMs: number): Promise<void> {
-  // lock_timeout bounds the wait for the advisory lock too (it goes through the lock manager).
-  await client.query(`SET lock_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
+  // lock_timeout bounds the wait for the advisory lock too (it goes through
+  // the lock manager). The caller's own setting is restored afterwards.
+  const { rows } = await client.query<{ previous: string }>(
+    `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', $1, false)`,
+    [String(Math.max(1, Math.floor(timeoutMs)))],
+  );
   try {
     await client.query('SELECT pg_advisory_lock($1, $2)', [...MIGRATION_LOCK_KEY]);
   } catch (err) {
@@ -176,7 +182,7 @@ async function lock(client: pg.ClientBase, timeoutMs: number): Promise<void> {
     }
     throw err;
   } finally {
-    await client.query('RESET lock_timeout');
+    await client.query(`SELECT set_config('lock_timeout', $1, false)`, [rows[0]?.previous ?? '0']);
   }
 }
 
