@@ -486,7 +486,7 @@ export function logStorageCompliance(title: string, harness: StorageHarness, opt
               if (o.newTerm || start <= last) term++;
               term = Math.max(term, termAt(start - 1));
               const entries = Array.from({ length: o.count }, (_, k) =>
-                o.config && k === 0 ? configEntry(start, term, `x${step}`) : entry(start + k, term, { data: new Uint8Array(o.size).fill(step) }),
+                o.config && k === 0 ? configEntry(start, term, `x${step}`) : entry(start + k, term, { data: new Uint8Array(o.size).fill(step * 7 + k) }),
               );
               stateTerm = Math.max(stateTerm, term);
               const b = batch({ entries, hardState: o.withHardState ? { term: stateTerm, vote: 'n1', commit: snapIndex } : null });

@@ -135,17 +135,26 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
   checkSequence(migrations);
 
   // The advisory lock is held by a session: everything below runs on one connection.
+  // Connections we open or borrow get an 'error' listener: if the server dies
+  // mid-migration, an unheard 'error' event would crash the process, while
+  // the failing query rejects anyway.
+  const ignore = () => {};
   let client: pg.ClientBase;
   let done: () => Promise<void>;
   if (typeof db === 'string') {
     const own = new pg.Client({ connectionString: db });
+    own.on('error', ignore);
     await own.connect();
     client = own;
     done = () => own.end();
   } else if (db instanceof pg.Pool) {
     const own = await db.connect();
+    own.on('error', ignore);
     client = own;
-    done = async () => own.release();
+    done = async () => {
+      own.removeListener('error', ignore);
+      own.release();
+    };
   } else {
     client = db;
     done = async () => {};

@@ -172,6 +172,12 @@ export class PgLogStorage implements LogStorage {
   private async transaction<R>(work: (client: pg.PoolClient) => Promise<R>, begin = 'BEGIN'): Promise<R> {
     const client = await this.pool.connect().catch((err: unknown) => Promise.reject(explain(err)));
     let broken = false;
+    // A checked-out client has no 'error' listener (the pool removes its
+    // own): if the server dies mid-transaction, the client emits 'error' and,
+    // unheard, that would crash the process. The failing query rejects
+    // anyway; this only marks the connection as unusable.
+    const onError = () => (broken = true);
+    client.on('error', onError);
     try {
       await client.query(begin);
       const result = await work(client);
@@ -182,6 +188,7 @@ export class PgLogStorage implements LogStorage {
       await client.query('ROLLBACK').catch(() => (broken = true));
       throw explain(err);
     } finally {
+      client.removeListener('error', onError);
       client.release(broken);
     }
   }
