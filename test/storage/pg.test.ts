@@ -95,14 +95,15 @@ test.serial('PgLogStorage: load() detects a log with a hole (edited by hand)', a
   await t.throwsAsync(storage.load(), { message: /rale\.log_entries is corrupt/ });
 });
 
-test.serial('PgLogStorage: its connections force synchronous_commit on', async (t) => {
+test.serial('PgLogStorage: its connections force synchronous_commit on, whatever the database or caller says', async (t) => {
   const url = await freshDatabase();
   await withClient(url, (c) => c.query(`ALTER DATABASE ${c.escapeIdentifier(url.split('/').pop() ?? '')} SET synchronous_commit = off`));
-  const storage = new PgLogStorage({ connection: url });
+  const storage = new PgLogStorage({ connection: { connectionString: url, options: '-c synchronous_commit=off -c work_mem=8MB' } });
   t.teardown(() => storage.close());
   // Reach into the pool on purpose: the setting is invisible through the LogStorage interface.
   const pool = (storage as unknown as { pool: pg.Pool }).pool;
   t.is((await pool.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]?.synchronous_commit, 'on');
+  t.is((await pool.query<{ work_mem: string }>('SHOW work_mem')).rows[0]?.work_mem, '8MB', "the caller's other options are kept");
   await withClient(url, async (c) => t.is((await c.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]?.synchronous_commit, 'off'));
 });
 
@@ -130,7 +131,8 @@ test.serial('PgLogStorage: a server crash keeps every acknowledged batch, and ne
       acknowledged = last;
     }
   })();
-  while (acknowledged < 200) await new Promise((resolve) => setTimeout(resolve, 5));
+  while (acknowledged < 200 && failure === undefined) await new Promise((resolve) => setTimeout(resolve, 5));
+  t.is(failure, undefined, 'the writer works before the crash');
   // Immediate shutdown: every backend exits at once, nothing is flushed or
   // checkpointed; the next start runs crash recovery from the WAL.
   process.kill(crashed.pid, 'SIGQUIT');

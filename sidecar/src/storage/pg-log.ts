@@ -151,10 +151,11 @@ export class PgLogStorage implements LogStorage {
     const config: pg.PoolConfig = typeof options.connection === 'string' ? { connectionString: options.connection } : { ...options.connection };
     this.pool = new pg.Pool({
       application_name: 'rale-log',
-      // Durability of persist depends on it: a server or role default of
-      // `off` would acknowledge commits that a crash can lose.
-      options: '-c synchronous_commit=on',
       ...config,
+      // Durability of persist depends on it: a server, database or role
+      // default of `off` would acknowledge commits that a crash can lose.
+      // Appended last, so it wins over a caller's own `-c` options.
+      options: [config.options, '-c synchronous_commit=on'].filter(Boolean).join(' '),
       max: options.maxConnections ?? 4,
       types: TYPES,
     });
