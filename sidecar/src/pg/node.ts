@@ -51,7 +51,8 @@ export class PgNode {
   private constructor(options: PgNodeOptions) {
     this.options = options;
     this.id = options.id;
-    this.pool = new pg.Pool({ connectionString: options.connectionString, max: 3, types: pgTypes });
+    // The pump holds up to 8 batch transactions open while their entries apply; the rest is for status, reads and cleanup.
+    this.pool = new pg.Pool({ connectionString: options.connectionString, max: 12, types: pgTypes });
     this.pool.on('error', (err) => this.reportError(err, 'pool'));
     const bootstrap: ClusterConfig | undefined = options.bootstrap ? { voters: [...options.bootstrap], learners: [] } : undefined;
     this.log = new PgLogStorage({ connection: options.connectionString, bootstrap, onIdleError: (err) => this.reportError(err, 'log') });

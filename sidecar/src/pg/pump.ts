@@ -13,6 +13,11 @@
  *   change that dropped an entry, or when no result appeared in time.
  * - A proposal made on a follower's database is forwarded to the leader by
  *   the RaftNode.
+ * - Waking waiters without polling: a batch is taken `FOR UPDATE` in a
+ *   transaction that stays open until the batch's entries are applied on
+ *   this node; rale.wait() blocks on those row locks, so it wakes the moment
+ *   the outcome is there. Several batches are in flight at once (each on its
+ *   own connection), so holding a batch never stops the next one.
  */
 import pg from 'pg';
 import pgListen from 'pg-listen';
@@ -35,6 +40,8 @@ export interface PumpOptions {
   resubmitAfterMs?: number;
   /** Longest sleep without a wake-up (also paces resubmission while idle). Default 1,000 ms. */
   idleWaitMs?: number;
+  /** Batches handed to Raft and not yet applied here, at most. Default 8. */
+  maxInflightBatches?: number;
   onError?: (err: Error) => void;
 }
 
@@ -51,11 +58,12 @@ export class ProposalPump {
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private lastCleanup = 0;
+  private readonly inflight = new Set<Promise<void>>();
   /** Proposals moved into Raft since start (for metrics). */
   submitted = 0;
 
   constructor(options: PumpOptions) {
-    this.options = { batchSize: 512, resubmitAfterMs: 3000, idleWaitMs: 1000, ...options };
+    this.options = { batchSize: 512, resubmitAfterMs: 3000, idleWaitMs: 1000, maxInflightBatches: 8, ...options };
   }
 
   async start(): Promise<void> {
@@ -91,14 +99,20 @@ export class ProposalPump {
     const { pool } = this.options;
     while (this.running) {
       try {
-        let rows = await this.takeBatch();
-        if (rows.length === 0) {
-          await pool.query('UPDATE rale.pump SET sleeping = true');
-          rows = await this.takeBatch();
-          if (rows.length === 0) await this.sleep(this.options.idleWaitMs);
-          await pool.query('UPDATE rale.pump SET sleeping = false');
+        if (this.inflight.size >= this.options.maxInflightBatches) {
+          await Promise.race(this.inflight);
+          continue;
         }
-        if (rows.length > 0) await this.submit(rows);
+        if (await this.takeAndSubmit()) {
+          await this.maybeCleanup();
+          continue;
+        }
+        // Idle: say so, look once more (a proposer may have read the flag just
+        // before it was set, and not notified), then wait for a wake-up.
+        await pool.query('UPDATE rale.pump SET sleeping = true');
+        const found = await this.takeAndSubmit();
+        if (!found) await this.sleep(this.options.idleWaitMs);
+        await pool.query('UPDATE rale.pump SET sleeping = false');
         await this.maybeCleanup();
       } catch (err) {
         if (!this.running) break;
@@ -106,6 +120,52 @@ export class ProposalPump {
         await this.sleep(isRaleError(err) ? 50 : 500); // no leader yet, or the database is away
       }
     }
+    await Promise.allSettled(this.inflight);
+  }
+
+  /**
+   * Takes one batch in a transaction, hands it to Raft, and leaves the
+   * transaction open (its row locks are what rale.wait blocks on) until the
+   * batch is applied here. Returns false when there was nothing to take.
+   */
+  private async takeAndSubmit(): Promise<boolean> {
+    const client = await this.options.pool.connect();
+    let highest: number;
+    try {
+      await client.query('BEGIN');
+      const rows = await this.takeBatch(client);
+      if (rows.length === 0) {
+        await client.query('COMMIT');
+        client.release();
+        return false;
+      }
+      highest = await this.submit(client, rows);
+    } catch (err) {
+      // Entries may already be in Raft: the rows stay pending and are
+      // resubmitted, which the results table makes harmless.
+      await client.query('ROLLBACK').catch(() => {});
+      client.release();
+      throw err;
+    }
+    // The holder owns the transaction and the connection from here on.
+    const held = this.holdUntilApplied(client, highest);
+    this.inflight.add(held);
+    void held.finally(() => this.inflight.delete(held));
+    return true;
+  }
+
+  private holdUntilApplied(client: pg.PoolClient, highest: number): Promise<void> {
+    return (async () => {
+      try {
+        if (highest > 0) await this.options.node.waitApplied(highest, this.options.resubmitAfterMs).catch(() => {});
+        await client.query('COMMIT');
+      } catch (err) {
+        this.options.onError?.(err as Error);
+        await client.query('ROLLBACK').catch(() => {});
+      } finally {
+        client.release();
+      }
+    })();
   }
 
   private sleep(ms: number): Promise<void> {
@@ -121,20 +181,23 @@ export class ProposalPump {
     });
   }
 
-  private async takeBatch(): Promise<ProposalRow[]> {
-    const { rows } = await this.options.pool.query<ProposalRow>(
+  private async takeBatch(client: pg.PoolClient): Promise<ProposalRow[]> {
+    // SKIP LOCKED: rows of batches still in flight are locked by their holders.
+    const { rows } = await client.query<ProposalRow>(
       `SELECT id, command, kind FROM rale.proposals p
        WHERE state = 'pending'
           OR (state = 'submitted' AND submitted_at < clock_timestamp() - make_interval(secs => $2 / 1000.0)
               AND NOT EXISTS (SELECT 1 FROM rale.results r WHERE r.proposal_id = p.id::text))
-       ORDER BY created_at LIMIT $1`,
+       ORDER BY created_at LIMIT $1
+       FOR UPDATE SKIP LOCKED`,
       [this.options.batchSize, this.options.resubmitAfterMs],
     );
     return rows;
   }
 
-  private async submit(rows: ProposalRow[]): Promise<void> {
-    const { node, pool } = this.options;
+  /** Hands rows to Raft and records that in the batch's transaction. Returns the highest log index used. */
+  private async submit(client: pg.PoolClient, rows: ProposalRow[]): Promise<number> {
+    const { node } = this.options;
     const commands = rows.filter((r) => r.kind === 'command');
     const done: Array<{ id: string; index: number; term: number }> = [];
     const rejected: Array<{ id: string; error: string }> = [];
@@ -153,7 +216,7 @@ export class ProposalPump {
       }
     }
     if (done.length > 0) {
-      await pool.query(
+      await client.query(
         `UPDATE rale.proposals p SET state = 'submitted', submitted_at = clock_timestamp(), attempts = attempts + 1, index = u.index, term = u.term
          FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, index, term) WHERE p.id = u.id`,
         [done.map((d) => d.id), done.map((d) => d.index), done.map((d) => d.term)],
@@ -161,11 +224,12 @@ export class ProposalPump {
       this.submitted += done.length;
     }
     if (rejected.length > 0) {
-      await pool.query(
+      await client.query(
         `UPDATE rale.proposals p SET state = 'rejected', error = u.error FROM unnest($1::uuid[], $2::text[]) AS u(id, error) WHERE p.id = u.id`,
         [rejected.map((d) => d.id), rejected.map((d) => d.error)],
       );
     }
+    return Math.max(0, ...done.map((d) => d.index));
   }
 
   /** Drops outbox rows whose result is recorded (at most once a second). */
@@ -173,6 +237,9 @@ export class ProposalPump {
     const now = Date.now();
     if (now - this.lastCleanup < 1000) return;
     this.lastCleanup = now;
-    await this.options.pool.query(`DELETE FROM rale.proposals p USING rale.results r WHERE r.proposal_id = p.id::text`);
+    await this.options.pool.query(
+      `DELETE FROM rale.proposals WHERE id IN (
+         SELECT p.id FROM rale.proposals p JOIN rale.results r ON r.proposal_id = p.id::text FOR UPDATE OF p SKIP LOCKED)`,
+    );
   }
 }
