@@ -203,5 +203,18 @@ test('an oversized command is refused before it reaches the log', async (t) => {
   await leaderOf([node]);
   const err = await t.throwsAsync(node.command('x'.repeat(2 << 20)));
   t.true(isRaleError(err, 'ENTRY_TOO_LARGE'));
-  t.is(node.status().lastIndex, 1, 'only the leader no-op is in the log');
+  t.is(node.status().lastIndex, 2, 'only the bootstrap entry and the leader no-op are in the log');
+});
+
+test('a member that joins learns the founding voters from the log, not from its own options', async (t) => {
+  const cluster = await startCluster(['a', 'b', 'c']);
+  t.teardown(cluster.stop);
+  const leader = await leaderOf(cluster.nodes);
+  const d = new Node({ id: 'd', transport: cluster.network.transport(), ...FAST });
+  await d.start();
+  t.teardown(() => d.stop());
+  await leader.join('d');
+  await waitFor('d applied the promotion', () => d.status().applied >= leader.status().commit);
+  t.deepEqual(d.status().config, { voters: ['a', 'b', 'c', 'd'], learners: [] });
+  t.deepEqual([...d.peers].sort(), ['a', 'b', 'c']);
 });

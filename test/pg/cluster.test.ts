@@ -200,7 +200,9 @@ test.serial('status, members, log inspection and the read barrier from SQL', asy
   const members = (await db('node2').query('SELECT node_id, role FROM rale.members ORDER BY node_id')).rows;
   t.deepEqual(members, cluster.ids.map((id) => ({ node_id: id, role: 'voter' })));
   const log = (await db('node2').query(`SELECT index, kind, payload FROM rale.log(1, 5)`)).rows;
-  t.is(log[0].kind, 'noop');
+  t.is(log[0].kind, 'config', 'the log starts with the founding voters');
+  t.deepEqual(log[0].payload, { type: 'bootstrap', voters: cluster.ids });
+  t.is(log[1].kind, 'noop', 'then the first leader\'s no-op');
   await db('node1').query(`SELECT rale_propose('{"op":"set","key":"fresh","value":42}')`);
   // A read barrier on node3 followed by a local read sees every write acknowledged before it began.
   const id = (await db('node1').query(`SELECT rale_propose('{"op":"set","key":"acked","value":7}') AS id`)).rows[0].id;

@@ -42,6 +42,14 @@ function invalid(message: string, change: ConfigChange): never {
 
 /** The configuration after `change`; throws INVALID_CONFIG_CHANGE when it does not apply. */
 export function applyConfigChange(config: ClusterConfig, change: ConfigChange): ClusterConfig {
+  if (change.type === 'bootstrap') {
+    if (config.voters.length > 0 || config.learners.length > 0) invalid('a cluster is bootstrapped only once, on an empty configuration', change);
+    const voters = Array.isArray(change.voters) ? [...new Set(change.voters)] : [];
+    if (voters.length === 0 || !voters.every((v) => typeof v === 'string' && v.length > 0)) {
+      invalid('a bootstrap needs a non-empty list of non-empty voter ids', change);
+    }
+    return { voters, learners: [] };
+  }
   const next = cloneConfig(config);
   const node = change.node;
   if (typeof node !== 'string' || node.length === 0) invalid('a membership change needs a non-empty node id', change);
@@ -78,8 +86,14 @@ export function encodeConfigChange(change: ConfigChange): Uint8Array {
 }
 
 export function decodeConfigChange(data: Uint8Array): ConfigChange {
-  const parsed = JSON.parse(decoder.decode(data)) as ConfigChange;
-  if (parsed === null || typeof parsed !== 'object' || typeof parsed.type !== 'string' || typeof parsed.node !== 'string') {
+  let parsed: ConfigChange;
+  try {
+    parsed = JSON.parse(decoder.decode(data)) as ConfigChange;
+  } catch {
+    throw new RaleError('INVALID_ARGUMENT', 'a config entry does not hold JSON');
+  }
+  const named = parsed !== null && typeof parsed === 'object' && (parsed.type === 'bootstrap' ? Array.isArray(parsed.voters) : typeof parsed.node === 'string');
+  if (!named) {
     throw new RaleError('INVALID_ARGUMENT', 'a config entry does not hold a membership change');
   }
   return parsed;

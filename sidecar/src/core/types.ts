@@ -60,6 +60,12 @@ export type ConfigChange = (
   | { type: 'promote'; node: NodeId }
   | { type: 'addVoter'; node: NodeId; context?: string }
   | { type: 'remove'; node: NodeId }
+  /**
+   * The first entry of a new cluster's log (index 1, term 1), written by the
+   * driver identically on every founding node, so that the initial voters are
+   * in the log that later members replicate. Valid only on an empty config.
+   */
+  | { type: 'bootstrap'; voters: NodeId[] }
 ) & {
   /** Id of the request that proposed the change, so its outcome can be recorded once (like a command id). */
   id?: string;

@@ -12,10 +12,10 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomInt as cryptoRandomInt, randomUUID } from 'node:crypto';
-import { RaleError } from '../errors.ts';
+import { RaleError, isRaleError } from '../errors.ts';
 import { RaftCore, type CoreStatus, type ProposeResult } from '../core/raft.ts';
 import { seededRandom } from '../core/random.ts';
-import { decodeConfigChange } from '../core/config.ts';
+import { decodeConfigChange, encodeConfigChange } from '../core/config.ts';
 import {
   EntryKind,
   MessageType,
@@ -38,7 +38,11 @@ export interface RaftNodeOptions {
   log: LogStorage;
   stateMachine: StateMachine;
   transport: Transport;
-  /** Voters of a brand-new cluster (used only while the log and snapshots are empty). Omit to join an existing cluster. */
+  /**
+   * Voters of a brand-new cluster: on empty storage, the node writes them as
+   * the log's first entry (the same on every founder). Ignored once storage
+   * holds anything. Omit on a node that will be joined to an existing cluster.
+   */
   bootstrap?: NodeId[];
   /** Known addresses of peers, for transports that need them. */
   addresses?: Record<NodeId, string>;
@@ -105,7 +109,21 @@ export class RaftNode extends EventEmitter {
 
   async start(): Promise<void> {
     if (this.core !== null) return;
-    const loaded = await this.options.log.load();
+    let loaded = await this.options.log.load();
+    if (this.options.bootstrap !== undefined && isEmptyStorage(loaded)) {
+      // A founding member writes the cluster's first entry: the initial
+      // voters, at index 1 of term 1, identical on every founder. Being in
+      // the log, it reaches every member that joins later; being identical,
+      // it is committed by construction.
+      const first: Entry = {
+        index: 1,
+        term: 1,
+        kind: EntryKind.Config,
+        data: encodeConfigChange({ type: 'bootstrap', voters: [...this.options.bootstrap] }),
+      };
+      await this.options.log.persist({ snapshot: null, entries: [first], hardState: { term: 1, vote: null, commit: 1 } });
+      loaded = await this.options.log.load();
+    }
     let applied = await this.options.stateMachine.appliedIndex();
     if (applied < loaded.snapshot.index) {
       // Crash between installing a snapshot into the log and restoring it into the state machine.
@@ -115,10 +133,6 @@ export class RaftNode extends EventEmitter {
       applied = snapshot.meta.index;
     }
     const state: StorageState = { ...loaded, applied };
-    const fresh = loaded.snapshot.index === 0 && loaded.lastIndex === 0 && loaded.snapshot.config.voters.length === 0;
-    if (fresh && this.options.bootstrap !== undefined) {
-      state.snapshot = { ...loaded.snapshot, config: { voters: [...this.options.bootstrap], learners: [] } };
-    }
     this.lastSnapshotIndex = loaded.snapshot.index;
     for (const entry of loaded.configEntries) this.learnAddress(entry);
     const seed = this.options.seed ?? cryptoRandomInt(0, 2 ** 31);
@@ -256,14 +270,22 @@ export class RaftNode extends EventEmitter {
   /** Proposes a membership change and waits until it is applied here (forwarded to the leader from a follower). */
   async changeMembership(change: ConfigChange, timeoutMs = this.options.requestTimeoutMs ?? 5000): Promise<ProposalOutcome> {
     const deadline = Date.now() + timeoutMs;
-    const core = this.requireCore();
-    if (core.currentRole === Role.Leader) {
-      const { index, term } = await this.submitConfigChange(change, timeoutMs);
-      return this.waitForIndex(index, term, Math.max(1, deadline - Date.now()));
+    // One change at a time, and not before a new leader committed its first
+    // entry: CONFIG_CHANGE_PENDING passes by itself, so wait it out.
+    let position: ProposeResult;
+    for (;;) {
+      try {
+        position = await this.submitConfigChange(change, Math.max(1, deadline - Date.now()));
+        break;
+      } catch (err) {
+        if (!isRaleError(err, 'CONFIG_CHANGE_PENDING') || Date.now() >= deadline) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
     }
-    const { index, term } = await this.submitConfigChange(change, timeoutMs);
-    await this.waitApplied(index, Math.max(1, deadline - Date.now()));
-    return { index, term, status: 'ok' };
+    const remaining = Math.max(1, deadline - Date.now());
+    if (this.requireCore().currentRole === Role.Leader) return this.waitForIndex(position.index, position.term, remaining);
+    await this.waitApplied(position.index, remaining);
+    return { ...position, status: 'ok' };
   }
 
   /**
@@ -549,6 +571,11 @@ export class RaftNode extends EventEmitter {
     else if (role === Role.Follower) this.emit('follower', leader);
     else this.emit('candidate');
   }
+}
+
+/** Nothing was ever written: no snapshot, no entry, no vote. */
+function isEmptyStorage(loaded: Omit<StorageState, 'applied'>): boolean {
+  return loaded.snapshot.index === 0 && loaded.lastIndex === 0 && loaded.hardState.term === 0 && loaded.hardState.vote === null;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

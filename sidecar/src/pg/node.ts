@@ -7,7 +7,7 @@
  * service behind rale.read_barrier().
  */
 import pg from 'pg';
-import type { NodeId, CoreOptions, ClusterConfig } from '../core/types.ts';
+import type { NodeId, CoreOptions } from '../core/types.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import type { Transport } from '../node/transport.ts';
 import { PgLogStorage } from '../storage/pg-log.ts';
@@ -54,8 +54,10 @@ export class PgNode {
     // The pump holds up to 8 batch transactions open while their entries apply; the rest is for status, reads and cleanup.
     this.pool = new pg.Pool({ connectionString: options.connectionString, max: 12, types: pgTypes });
     this.pool.on('error', (err) => this.reportError(err, 'pool'));
-    const bootstrap: ClusterConfig | undefined = options.bootstrap ? { voters: [...options.bootstrap], learners: [] } : undefined;
-    this.log = new PgLogStorage({ connection: options.connectionString, bootstrap, onIdleError: (err) => this.reportError(err, 'log') });
+    // A checked-out client whose server dies emits 'error'; unheard, it would crash the process.
+    this.pool.on('connect', (client) => client.on('error', (err) => this.reportError(err, 'pool client')));
+    // The initial voters go into the log as its first entry (RaftNode does it), not into the storage's options.
+    this.log = new PgLogStorage({ connection: options.connectionString, onIdleError: (err) => this.reportError(err, 'log') });
     this.stateMachine = new PgStateMachine({ connection: options.connectionString, synchronousApply: options.synchronousApply });
     this.raft = new RaftNode({
       id: options.id,

@@ -60,6 +60,10 @@ export class PgStateMachine implements StateMachine {
     this.pool.on('error', () => {
       // An idle connection died (server restart): the next query reconnects.
     });
+    // A checked-out client whose server dies mid-transaction emits 'error';
+    // unheard, that would crash the process. The query in progress fails
+    // anyway, which is how the driver learns of it.
+    this.pool.on('connect', (client) => client.on('error', () => {}));
     this.synchronousApply = options.synchronousApply ?? false;
   }
 
