@@ -719,7 +719,14 @@ export class RaftCore {
     if (pr === undefined) return;
     pr.lastActiveTick = this.now;
     pr.probeSent = false; // a probe may have been lost: the heartbeat round lets us send another
-    if (pr.match < this.log.lastIndex) this.sendAppend(m.from, false);
+    // Fix (found by the simulator; test/sim-tests/regressions.test.ts): in
+    // replicate state nothing ever resent a lost Append, so one loss stalled
+    // the follower for good once the in-flight window was full, or when no new
+    // entry followed. As etcd does: a live follower frees one window slot, and
+    // the append goes out even if empty; the follower then acknowledges (match
+    // advances) or rejects (the leader probes from match + 1).
+    if (pr.state === ProgressState.Replicate && pr.isPaused(this.options.maxInflight)) pr.inflight.shift();
+    if (pr.match < this.log.lastIndex) this.sendAppend(m.from, true);
     if (m.context !== '') this.acknowledgeRead(m.context, m.from);
   }
 
