@@ -121,15 +121,19 @@ export class Cluster implements NodeHost {
     this.bootstrap = { voters: ids.slice(0, options.voters), learners: [] };
     const drift = options.clockDrift ?? 0;
     for (const id of ids) {
-      const node = new SimNode(id, this.bootstrap, this, {
+      const node = new SimNode(id, this, {
         ignoreDedupe: options.ignoreDedupe === true,
         tickPeriod: TICK + (drift > 0 ? this.rng.int(-drift, drift + 1) : 0),
       });
       this.nodes.push(node);
       this.byId.set(id, node);
     }
-    // Every node shares the bootstrap configuration (index 0); spares are not in it, so they wait.
-    for (const node of this.nodes) this.guard(() => node.start(), node);
+    // The founders write the initial voters as entry 1; spares start empty (no configuration:
+    // they do not campaign) and learn it from the log once a membership change adds them.
+    for (const node of this.nodes) {
+      if (this.bootstrap.voters.includes(node.id)) node.bootstrap(this.bootstrap.voters);
+      this.guard(() => node.start(), node);
+    }
   }
 
   // ---------------------------------------------------------------- NodeHost
@@ -325,8 +329,10 @@ export class Cluster implements NodeHost {
     proposal.lastAttempt = this.scheduler.now;
     const target = to === undefined ? this.leader() : this.node(to);
     let outcome: string;
-    if (target === undefined || target.core === null) {
+    if (target === undefined) {
       outcome = 'no leader';
+    } else if (target.core === null) {
+      outcome = `${target.id} is down`;
     } else {
       try {
         const data = encodeCommand({ id: proposal.id, key: proposal.key, value: proposal.value });
@@ -462,7 +468,7 @@ export class Cluster implements NodeHost {
     return null;
   }
 
-  /** Members of the leader's configuration (or of the bootstrap one when there is no leader). */
+  /** Members of the leader's configuration (or the founders when there is no leader). */
   currentMembers(): NodeId[] {
     const config = this.leader()?.core?.config ?? this.bootstrap;
     return this.ids.filter((id) => isMember(config, id));
