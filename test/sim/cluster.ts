@@ -269,11 +269,6 @@ export class Cluster implements NodeHost {
     return best;
   }
 
-  /** Nodes whose core holds `role` (live nodes only). */
-  withRole(role: Role): SimNode[] {
-    return this.nodes.filter((n) => n.core?.currentRole === role);
-  }
-
   // ---------------------------------------------------------------- faults
 
   isolate(id: NodeId): void {

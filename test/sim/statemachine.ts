@@ -133,9 +133,3 @@ export class KvStateMachine {
 export function chainHistory(history: number, entry: Entry): number {
   return hashString(`${history}|${entry.index}:${entry.term}:${entryDigest(entry)}`);
 }
-
-/** Reads the applied index and history out of snapshot bytes without restoring them. */
-export function snapshotSummary(bytes: Uint8Array): { applied: number; history: number } {
-  const snap = JSON.parse(decoder.decode(bytes)) as SnapshotData;
-  return { applied: snap.applied, history: snap.history };
-}
