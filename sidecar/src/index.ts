@@ -12,3 +12,7 @@ export { MemoryLogStorage } from './storage/memory.ts';
 export type { LogStorage, StateMachine, ApplyResult, PersistBatch } from './storage/types.ts';
 export { RaleError, ErrorCodes, isRaleError, type ErrorCode } from './errors.ts';
 export * as core from './core/index.ts';
+export { GrpcTransport, GrpcPeerError, type GrpcTransportOptions, type GrpcTlsOptions, type SecurityEvent } from './transport/grpc.ts';
+export { PgNode, type PgNodeOptions } from './pg/node.ts';
+export { createApi, API_BASE, type ApiBackend, type ApiOptions, type RaleApi } from './http/api.ts';
+export { pgNodeBackend } from './http/node-api.ts';
