@@ -70,7 +70,16 @@ export class ProposalPump {
     if (this.running) return;
     this.running = true;
     const subscriber = createSubscriber({ connectionString: this.options.connectionString }, { parse: (raw: string) => raw, retryTimeout: 0 });
-    subscriber.events.on('error', (err: Error) => this.options.onError?.(err));
+    subscriber.events.on('error', (err: Error) => {
+      if (this.running) this.options.onError?.(err);
+    });
+    // pg-listen retries a lost connection forever and does not stop when
+    // closed meanwhile; a listener that throws here ends its retry loop
+    // (pg-listen reports that as an 'error'), so a stopped pump whose
+    // database is gone lets the process exit.
+    subscriber.events.on('reconnect', () => {
+      if (!this.running) throw new Error('the proposal pump has stopped: no more reconnects');
+    });
     // After a reconnect, notifications sent meanwhile are lost: look at the table again.
     subscriber.events.on('connected', () => this.poke());
     subscriber.notifications.on('rale_proposals', () => this.poke());
