@@ -1,4 +1,4 @@
-/** The pure Raft core: no I/O, no clocks, no Math.random. */
+/** The pure Raft core: no I/O, no clocks, no global randomness. */
 export * from './types.ts';
 export { RaftCore, DEFAULT_CORE_OPTIONS, type CoreStatus, type FaultInjection, type ProposeResult, type ProgressStatus } from './raft.ts';
 export { ProgressState } from './progress.ts';

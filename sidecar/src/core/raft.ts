@@ -6,7 +6,7 @@
  * `transferLeadership`, `campaign`. Output: a {@link Ready} batch that the
  * driver persists, sends and applies in order, then acknowledges with
  * `advance(ready)`. The core never touches sockets, timers, storage, the
- * clock or Math.random; randomness comes from `options.random`.
+ * clock or a global random source; randomness comes from `options.random`.
  *
  * Features: pre-vote, check-quorum, leader stickiness (a node that heard from
  * a leader within an election timeout ignores vote requests), a no-op entry

@@ -1,6 +1,6 @@
 /**
  * A small seeded pseudo-random generator (sfc32, seeded through splitmix32).
- * The core never calls Math.random: its randomness comes from a function of
+ * The core never uses a global random source: its randomness comes from a function of
  * this shape, so a simulation with the same seed replays exactly.
  */
 export type Random = () => number;
