@@ -7,29 +7,20 @@
  * service behind rale.read_barrier().
  */
 import pg from 'pg';
-import type { NodeId, CoreOptions } from '../core/types.ts';
-import { RaftNode } from '../node/raft-node.ts';
-import type { Transport } from '../node/transport.ts';
+import type { NodeId } from '../core/types.ts';
+import { RaftNode, type RaftNodeOptions } from '../node/raft-node.ts';
 import { PgLogStorage } from '../storage/pg-log.ts';
 import { PgStateMachine } from './state-machine.ts';
 import { ProposalPump } from './pump.ts';
 import { migrate } from './migrate.ts';
 import { pgTypes } from './types.ts';
 
-export interface PgNodeOptions {
-  id: NodeId;
+/** RaftNode's options, with the log and state machine made from `connectionString`. */
+export interface PgNodeOptions extends Omit<RaftNodeOptions, 'log' | 'stateMachine'> {
   /** The database of this node (a superuser or the owner of the rale schema). */
   connectionString: string;
-  transport: Transport;
-  /** Voters of a brand-new cluster; omit on a node that will be joined. */
-  bootstrap?: NodeId[];
-  addresses?: Record<NodeId, string>;
-  tickMs?: number;
-  core?: Partial<Omit<CoreOptions, 'id' | 'random'>>;
-  seed?: number;
-  snapshotEvery?: number;
+  /** Commit apply transactions synchronously (see DESIGN: asynchronous is safe and faster). */
   synchronousApply?: boolean;
-  requestTimeoutMs?: number;
   /** How often node_status is refreshed while nothing changes. Default 100 ms. */
   statusEveryMs?: number;
   onError?: (err: Error, where: string) => void;
@@ -59,19 +50,8 @@ export class PgNode {
     // The initial voters go into the log as its first entry (RaftNode does it), not into the storage's options.
     this.log = new PgLogStorage({ connection: options.connectionString, onIdleError: (err) => this.reportError(err, 'log') });
     this.stateMachine = new PgStateMachine({ connection: options.connectionString, synchronousApply: options.synchronousApply });
-    this.raft = new RaftNode({
-      id: options.id,
-      log: this.log,
-      stateMachine: this.stateMachine,
-      transport: options.transport,
-      bootstrap: options.bootstrap,
-      addresses: options.addresses,
-      tickMs: options.tickMs,
-      core: options.core,
-      seed: options.seed,
-      snapshotEvery: options.snapshotEvery,
-      requestTimeoutMs: options.requestTimeoutMs,
-    });
+    const { connectionString: _url, synchronousApply: _sync, statusEveryMs: _every, onError: _onError, ...raftOptions } = options;
+    this.raft = new RaftNode({ ...raftOptions, log: this.log, stateMachine: this.stateMachine });
     this.raft.on('error', (err: Error) => this.reportError(err, 'raft'));
     this.pump = new ProposalPump({
       pool: this.pool,

@@ -23,6 +23,7 @@ import type { ClusterConfig, Entry, HardState, Snapshot, SnapshotMeta, StorageSt
 import { EntryKind } from '../core/types.ts';
 import { RaleError } from '../errors.ts';
 import { SCHEMA } from '../pg/migrate.ts';
+import { pgTypes } from '../pg/types.ts';
 import { checkEntries, copyConfig, EMPTY_CONFIG, entriesToWrite, INITIAL_HARD_STATE, termStartsOf } from './memory.ts';
 import type { LogStorage, PersistBatch } from './types.ts';
 
@@ -36,21 +37,6 @@ export interface PgLogStorageOptions {
   /** Called with errors of idle pooled connections (e.g. the server restarted); the next query reconnects. */
   onIdleError?: (err: Error) => void;
 }
-
-const INT8_OID = 20;
-
-/** int8 as a JS number: exact up to 2^53, which indexes and terms never reach (see core/types.ts). */
-function parseInt8(text: string): number {
-  const n = Number(text);
-  if (!Number.isSafeInteger(n)) throw new RaleError('STORAGE', `The bigint ${text} read from PostgreSQL exceeds 2^53 and cannot be a rale index or term.`);
-  return n;
-}
-
-/** Type parsers of our own pool only: int8 -> number; the process-wide pg defaults are left alone. */
-const TYPES: pg.CustomTypesConfig = {
-  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-    oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
-};
 
 const T = {
   log: `${SCHEMA}.log_entries`,
@@ -157,7 +143,7 @@ export class PgLogStorage implements LogStorage {
       // Appended last, so it wins over a caller's own `-c` options.
       options: [config.options, '-c synchronous_commit=on'].filter(Boolean).join(' '),
       max: options.maxConnections ?? 4,
-      types: TYPES,
+      types: pgTypes,
     });
     const onIdleError = options.onIdleError ?? (() => {});
     // Without a listener, an idle connection's error (server restart) would crash the process.
