@@ -1,0 +1,2 @@
+-- 0004: hardening against hostile input. Intentionally empty for now.
+SELECT 1;
