@@ -82,6 +82,10 @@ export interface ApiOptions {
   peerApiUrl?: (id: NodeId) => string | undefined;
   /** Receives unexpected errors (answered 500 INTERNAL without their message). */
   onError?: (err: unknown, req: Request) => void;
+  /** More /health checks (the sidecar's bridges): each failing one makes the node unhealthy. */
+  extraHealthChecks?: () => Record<string, { ok: boolean; detail: string }>;
+  /** More Prometheus text appended to /metrics (complete # HELP/# TYPE blocks). */
+  extraMetrics?: () => string;
 }
 
 export interface RouteSpec {
@@ -466,6 +470,7 @@ export function createApi(backend: ApiBackend, options: ApiOptions = {}): RaleAp
     }
     const db = await database;
     check('postgres', db.ok, db.detail);
+    for (const [name, c] of Object.entries(options.extraHealthChecks?.() ?? {})) check(name, c.ok, c.detail);
     if (contact !== null) {
       const c = await contact;
       check('leader_contact', c.ok, c.detail);
@@ -478,7 +483,7 @@ export function createApi(backend: ApiBackend, options: ApiOptions = {}): RaleAp
 
   route('get', '/metrics', (req, res) => {
     v.onlyQuery(req.query, []);
-    res.type(PROMETHEUS_CONTENT_TYPE).send(metrics.render());
+    res.type(PROMETHEUS_CONTENT_TYPE).send(metrics.render() + (options.extraMetrics?.() ?? ''));
   });
 
   // ------------------------------------------------------------ wiring
