@@ -1,0 +1,115 @@
+/**
+ * The transport a sidecar's RaftNode uses: rale's gRPC transport for rale
+ * members, and a bridge's connector for members whose address has the
+ * bridge's scheme (`coordinode://10.0.0.5:5001`).
+ *
+ * It outlives the RaftNode: when the node stops because its PostgreSQL went
+ * away and starts again once it is back, the gRPC server keeps its port and
+ * the services bridges added to it. While no node is attached, inbound calls
+ * are refused with STOPPED.
+ */
+import { RaleError } from '../errors.ts';
+import type { Message, NodeId } from '../core/types.ts';
+import type { GrpcTransport } from '../transport/grpc.ts';
+import type { Connection, InvokeHandler, Transport } from '../node/transport.ts';
+
+export type PeerConnector = (peer: NodeId, address: string) => Connection;
+
+const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//;
+
+/** The scheme of a member address (`phalanx` in `phalanx://host:port`), or null for a rale member (`host:port`). */
+export function addressScheme(address: string | undefined): string | null {
+  if (address === undefined) return null;
+  const match = SCHEME.exec(address);
+  return match === null ? null : (match[1] as string);
+}
+
+export class SidecarTransport implements Transport {
+  private handler: InvokeHandler | null = null;
+  private opened = false;
+  private readonly schemes = new Map<string, { connect: PeerConnector; owner: string }>();
+
+  constructor(
+    readonly base: GrpcTransport,
+    private readonly localId: NodeId,
+    /** Reports a connector that threw: the bridge is at fault, not the node. */
+    private readonly onConnectorError: (owner: string, err: unknown) => void,
+  ) {}
+
+  /** Starts the gRPC server's rale service for good (once). */
+  async open(): Promise<void> {
+    if (this.opened) return;
+    this.opened = true;
+    await this.base.listen(this.localId, (type, args, from) => this.dispatch(type, args, from));
+  }
+
+  registerScheme(scheme: string, owner: string, connect: PeerConnector): void {
+    if (!/^[a-z][a-z0-9+.-]*$/.test(scheme)) throw new RaleError('INVALID_ARGUMENT', `bridge ${owner}: ${JSON.stringify(scheme)} is not a URL scheme (lower-case letters, digits, + . -)`);
+    const existing = this.schemes.get(scheme);
+    if (existing !== undefined) throw new RaleError('INVALID_ARGUMENT', `bridge ${owner}: the address scheme ${scheme}:// is already registered by bridge ${existing.owner}`);
+    this.schemes.set(scheme, { connect, owner });
+  }
+
+  /** Hands inbound messages to the attached node, as if they had arrived over rale's own transport. */
+  async deliver(from: NodeId, messages: Message[]): Promise<void> {
+    await this.dispatch('raft', messages, from);
+  }
+
+  private dispatch(type: string, args: unknown, from: NodeId): Promise<unknown> {
+    const handler = this.handler;
+    if (handler === null) return Promise.reject(new RaleError('STOPPED', `node ${this.localId} is not running (it restarts once its PostgreSQL answers)`));
+    return handler(type, args, from);
+  }
+
+  async listen(localId: NodeId, handler: InvokeHandler): Promise<void> {
+    if (localId !== this.localId) throw new RaleError('INVALID_ARGUMENT', `this transport serves node ${this.localId}, not ${localId}`);
+    await this.open();
+    this.handler = handler;
+  }
+
+  connect(localId: NodeId, peer: NodeId, address?: string): Connection {
+    const scheme = addressScheme(address);
+    if (scheme === null) return this.base.connect(localId, peer, address);
+    const entry = this.schemes.get(scheme);
+    if (entry === undefined) {
+      const error = new RaleError('INVALID_ARGUMENT', `member ${peer} is at ${address}, but no loaded bridge speaks ${scheme}://; add that bridge to this node's configuration`);
+      return { invoke: () => Promise.reject(error), close: async () => {} };
+    }
+    let inner: Connection;
+    try {
+      inner = entry.connect(peer, address as string);
+    } catch (err) {
+      this.onConnectorError(entry.owner, err);
+      const error = new RaleError('STORAGE', `bridge ${entry.owner} could not connect to ${peer}: ${(err as Error).message}`);
+      return { invoke: () => Promise.reject(error), close: async () => {} };
+    }
+    // A bridge's connection is contained: a throw becomes a rejected call, counted against the bridge.
+    return {
+      invoke: async (type, args) => {
+        try {
+          return await inner.invoke(type, args);
+        } catch (err) {
+          if (!(err instanceof RaleError)) this.onConnectorError(entry.owner, err);
+          throw err;
+        }
+      },
+      close: async () => {
+        try {
+          await inner.close();
+        } catch (err) {
+          this.onConnectorError(entry.owner, err);
+        }
+      },
+    };
+  }
+
+  /** Detaches the node; the gRPC server stays up for the next node (see closeForGood). */
+  async close(): Promise<void> {
+    this.handler = null;
+  }
+
+  async closeForGood(): Promise<void> {
+    this.handler = null;
+    await this.base.close();
+  }
+}

@@ -1,0 +1,350 @@
+/**
+ * One rale sidecar: the process that sits beside one PostgreSQL. It runs
+ *  - the Raft node on that database (PgNode: log, state machine, pump),
+ *  - the peer transport (gRPC server and links to the other members),
+ *  - the RALE REST API (express),
+ *  - the bridges its configuration names,
+ * and supervises the database: when PostgreSQL stops answering, the node
+ * hands leadership away if it holds it, stops, and starts again from what is
+ * in PostgreSQL once the database answers. The API stays up meanwhile and
+ * /health says why the node cannot serve.
+ */
+import http from 'node:http';
+import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import pg from 'pg';
+import { RaleError } from '../errors.ts';
+import { Role, type NodeId } from '../core/types.ts';
+import { createApi, type RaleApi } from '../http/api.ts';
+import { PgNode } from '../pg/node.ts';
+import { GrpcTransport } from '../transport/grpc.ts';
+import { BridgeHost } from '../plugins/host.ts';
+import { SidecarTransport } from '../plugins/sidecar-transport.ts';
+import type { SidecarConfig } from './config.ts';
+import type { Logger } from './logger.ts';
+import { SupervisedBackend } from './supervised-backend.ts';
+
+/** SQLSTATE classes that waiting will not fix: wrong password, no such database, no such role. */
+const FATAL_CONNECT_CODES = new Set(['28P01', '28000', '3D000', '42501']);
+
+/** How often the database is pinged, and how many failed pings in a row stop the node. */
+const DB_PING_EVERY_MS = 500;
+const DB_PING_TIMEOUT_MS = 1_000;
+const DB_FAILURES_TO_STOP = 2;
+const RECONNECT_EVERY_MS = 1_000;
+
+export type SidecarState = 'starting' | 'running' | 'recovering' | 'stopping' | 'stopped';
+
+export class Sidecar {
+  readonly id: NodeId;
+  readonly backend: SupervisedBackend;
+  readonly transport: SidecarTransport;
+  readonly bridges: BridgeHost;
+  readonly api: RaleApi | null;
+  private state: SidecarState = 'starting';
+  private httpServer: http.Server | null = null;
+  private watchdog: NodeJS.Timeout | null = null;
+  private recovery: Promise<void> | null = null;
+  private failedPings = 0;
+  private stopRequested = false;
+
+  private constructor(
+    readonly config: SidecarConfig,
+    private readonly log: Logger,
+  ) {
+    this.id = config.nodeId;
+    this.backend = new SupervisedBackend(config.nodeId);
+    const tls = config.peer.tls;
+    const grpcTransport = new GrpcTransport({
+      listen: config.peer.listen,
+      ...(config.peer.secret !== undefined ? { clusterSecret: config.peer.secret } : {}),
+      ...(tls !== undefined
+        ? {
+            tls: {
+              cert: fs.readFileSync(tls.cert),
+              key: fs.readFileSync(tls.key),
+              ca: fs.readFileSync(tls.ca),
+              requireClientCert: tls.mutual,
+              peerIdFromCert: tls.peerIdFromCert,
+            },
+          }
+        : {}),
+      maxMessageBytes: config.peer.maxMessageBytes,
+      peers: Object.fromEntries(Object.entries(config.cluster.peers).map(([id, p]) => [id, p.peer])),
+      authorizePeer: (peer) => this.isMember(peer),
+      onSecurityEvent: (e) =>
+        log.warn('peer-auth', `refused a peer call: ${e.reason}`, { kind: e.kind, method: e.method, remote: e.remote, claimed: e.claimedId, suppressed: e.suppressed || undefined }),
+      log: (level, message, fields) => log.log(level, 'transport', message, fields),
+    });
+    this.transport = new SidecarTransport(grpcTransport, config.nodeId, (owner, err) => this.bridges.reportErrorOf(owner, err, 'peer connection'));
+    this.api =
+      config.api.listen === null
+        ? null
+        : createApi(this.backend, {
+            ...(config.api.token !== undefined ? { token: config.api.token } : {}),
+            bodyLimitBytes: config.api.bodyLimitBytes,
+            requestTimeoutMs: config.raft.requestTimeoutMs,
+            peerApiUrl: (peer) => (peer === this.id ? this.apiUrl() : config.cluster.peers[peer]?.api),
+            onError: (err, req) => log.error('api', `${req.method} ${req.path} failed: ${(err as Error)?.stack ?? String(err)}`),
+            extraHealthChecks: () => this.healthChecks(),
+            extraMetrics: () => this.bridges.metrics(),
+          });
+    this.bridges = new BridgeHost({
+      nodeId: config.nodeId,
+      backend: this.backend,
+      transport: this.transport,
+      api: this.api,
+      log,
+      requestTimeoutMs: config.raft.requestTimeoutMs,
+    });
+  }
+
+  /**
+   * Starts everything. Resolves once the servers listen and the node runs;
+   * while PostgreSQL does not answer yet, it waits (logging why). Rejects on
+   * what waiting cannot fix: a port taken, a wrong password, a bad bridge.
+   */
+  static async start(config: SidecarConfig, log: Logger): Promise<Sidecar> {
+    const sidecar = new Sidecar(config, log);
+    try {
+      await sidecar.startServers();
+      await sidecar.bridges.load(config.bridges);
+      await sidecar.waitForDatabase();
+      await sidecar.startNode();
+      await sidecar.bridges.start();
+      sidecar.watchdog = setInterval(() => void sidecar.pingDatabase(), DB_PING_EVERY_MS);
+      return sidecar;
+    } catch (err) {
+      await sidecar.stop().catch(() => {});
+      throw err;
+    }
+  }
+
+  get status(): SidecarState {
+    return this.state;
+  }
+
+  get node(): PgNode | null {
+    return this.backend.node;
+  }
+
+  get peerPort(): number {
+    return this.transport.base.port;
+  }
+
+  get apiPort(): number | null {
+    const address = this.httpServer?.address();
+    return address && typeof address === 'object' ? (address as AddressInfo).port : null;
+  }
+
+  /** The base URL of this node's REST API, as other nodes and clients should use it. */
+  apiUrl(): string | undefined {
+    if (this.config.api.advertise !== undefined) return this.config.api.advertise;
+    const listen = this.config.api.listen;
+    if (listen === null) return undefined;
+    const host = listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host;
+    return `http://${host.includes(':') ? `[${host}]` : host}:${this.apiPort ?? listen.port}`;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopRequested) return;
+    this.stopRequested = true;
+    this.state = 'stopping';
+    if (this.watchdog !== null) clearInterval(this.watchdog);
+    await this.bridges.stop();
+    const node = this.backend.node;
+    this.backend.detach('it is shutting down');
+    if (node !== null) await node.stop().catch((err: Error) => this.log.warn('node', `stopping the node: ${err.message}`));
+    await this.recovery;
+    this.api?.close();
+    if (this.httpServer !== null) {
+      const server = this.httpServer;
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    }
+    await this.transport.closeForGood();
+    this.state = 'stopped';
+    this.log.info('sidecar', 'stopped');
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private isMember(peer: NodeId): boolean {
+    const node = this.backend.node;
+    if (node === null) return true; // nothing is attached: calls are refused anyway
+    let config;
+    try {
+      config = node.raft.status().config;
+    } catch {
+      return true;
+    }
+    const members = [...config.voters, ...config.learners];
+    // A node that has not joined yet knows no members: the leader adding it must get through.
+    return members.length === 0 || members.includes(peer);
+  }
+
+  private async startServers(): Promise<void> {
+    const peerPort = await this.transport.base.bind();
+    await this.transport.open();
+    this.log.info('transport', `peer server listening on ${this.config.peer.listen.host}:${peerPort}`, { advertise: this.config.peer.advertise });
+    const listen = this.config.api.listen;
+    if (this.api !== null && listen !== null) {
+      const server = http.createServer(this.api.app);
+      // Long enough for a forwarded proposal or a join that waits for catch-up; bounded so dead clients do not pile up.
+      server.requestTimeout = 120_000;
+      server.headersTimeout = 10_000;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (err: NodeJS.ErrnoException) =>
+          reject(new RaleError('INVALID_ARGUMENT', `cannot listen for the REST API on ${listen.host}:${listen.port}: ${err.code ?? err.message}`, { field: 'api.listen' })),
+        );
+        server.listen(listen.port, listen.host, () => resolve());
+      });
+      this.httpServer = server;
+      this.log.info('api', `REST API listening on ${this.apiUrl()}`, { auth: this.config.api.token !== undefined ? 'bearer' : 'none' });
+    }
+    if (this.config.peer.secret === undefined && this.config.peer.tls === undefined) {
+      this.log.warn('transport', 'peer authentication is off: set peer.secret (or peer.tls) so that only members can vote and append');
+    }
+  }
+
+  /** Waits until PostgreSQL accepts a connection; throws on errors that waiting does not fix. */
+  private async waitForDatabase(): Promise<void> {
+    let lastLogged = 0;
+    for (;;) {
+      if (this.stopRequested) throw new RaleError('STOPPED', 'stopped while waiting for PostgreSQL');
+      const error = await this.tryConnect();
+      if (error === null) return;
+      const code = (error as { code?: string }).code;
+      if (code !== undefined && FATAL_CONNECT_CODES.has(code)) {
+        throw new RaleError('STORAGE', `PostgreSQL refused the connection (${code}): ${error.message}; fix databaseUrl`, { field: 'databaseUrl' });
+      }
+      if (Date.now() - lastLogged > 5_000) {
+        this.log.warn('postgres', `waiting for PostgreSQL: ${error.message}`, { database: redact(this.config.databaseUrl) });
+        lastLogged = Date.now();
+      }
+      await sleep(RECONNECT_EVERY_MS);
+    }
+  }
+
+  private async tryConnect(): Promise<Error | null> {
+    const client = new pg.Client({ connectionString: this.config.databaseUrl, connectionTimeoutMillis: 2_000 });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+      return null;
+    } catch (err) {
+      return err as Error;
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  private async startNode(): Promise<void> {
+    const { config, log } = this;
+    const addresses: Record<NodeId, string> = { [config.nodeId]: config.peer.advertise };
+    for (const [id, p] of Object.entries(config.cluster.peers)) addresses[id] = p.peer;
+    const node = await PgNode.start({
+      id: config.nodeId,
+      connectionString: config.databaseUrl,
+      transport: this.transport,
+      ...(config.cluster.bootstrap !== undefined ? { bootstrap: config.cluster.bootstrap } : {}),
+      addresses,
+      tickMs: config.raft.tickMs,
+      core: { electionTicks: config.raft.electionTicks, heartbeatTicks: config.raft.heartbeatTicks },
+      snapshotEvery: config.raft.snapshotEvery,
+      requestTimeoutMs: config.raft.requestTimeoutMs,
+      synchronousApply: config.raft.synchronousApply,
+      onError: (err, where) => log.warn(where, err.message),
+    });
+    node.raft.on('role', (role: Role) => log.info('raft', `role is now ${role}`, { term: safeTerm(node) }));
+    node.raft.on('leader', (leader: NodeId | null) => log.info('raft', leader === null ? 'no leader known' : `leader is ${leader}`, { term: safeTerm(node) }));
+    node.raft.once('stopped', () => {
+      if (this.backend.node === node && !this.stopRequested) this.recover(node, 'the Raft node stopped (its storage failed)');
+    });
+    this.failedPings = 0;
+    this.backend.attach(node);
+    this.state = 'running';
+    const s = node.raft.status();
+    log.info('raft', `node started at term ${s.term}`, { commit: s.commit, applied: s.applied, last_index: s.lastIndex, members: [...s.config.voters, ...s.config.learners].join(',') || '(none yet)' });
+  }
+
+  private async pingDatabase(): Promise<void> {
+    const node = this.backend.node;
+    if (node === null || this.state !== 'running') return;
+    try {
+      await this.backend.pingDatabase(DB_PING_TIMEOUT_MS);
+      this.failedPings = 0;
+    } catch (err) {
+      this.failedPings++;
+      if (this.failedPings >= DB_FAILURES_TO_STOP) this.recover(node, `PostgreSQL does not answer: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * The database is gone: hand leadership to the most caught-up voter (so
+   * writes resume at once rather than after an election timeout), stop the
+   * node, and start it again once PostgreSQL answers.
+   */
+  private recover(node: PgNode, reason: string): void {
+    if (this.recovery !== null || this.stopRequested) return;
+    this.state = 'recovering';
+    this.log.error('sidecar', `stopping the node: ${reason}; it restarts from PostgreSQL once the database answers`);
+    this.recovery = (async () => {
+      try {
+        const s = node.raft.status();
+        if (s.role === Role.Leader) {
+          const target = Object.entries(s.progress)
+            .filter(([id, p]) => s.config.voters.includes(id) && p.recentlyActive)
+            .sort((a, b) => b[1].match - a[1].match)[0]?.[0];
+          if (target !== undefined) {
+            node.raft.transferLeadership(target);
+            this.log.info('raft', `handing leadership to ${target}`);
+            await sleep(Math.min(300, this.config.raft.tickMs * this.config.raft.electionTicks));
+          }
+        }
+      } catch {
+        // already stopped
+      }
+      this.backend.detach(`its PostgreSQL does not answer (${reason})`);
+      await node.stop().catch(() => {});
+      while (!this.stopRequested) {
+        const error = await this.tryConnect();
+        if (error === null) {
+          try {
+            await this.startNode();
+            this.log.info('sidecar', 'PostgreSQL answers again: the node is back');
+            break;
+          } catch (err) {
+            this.log.warn('sidecar', `restarting the node failed: ${(err as Error).message}`);
+          }
+        }
+        await sleep(RECONNECT_EVERY_MS);
+      }
+    })().finally(() => {
+      this.recovery = null;
+    });
+  }
+
+  private healthChecks(): Record<string, { ok: boolean; detail: string }> {
+    const checks = this.bridges.healthChecks();
+    if (this.state === 'recovering') checks.sidecar = { ok: false, detail: 'the node is stopped until its PostgreSQL answers again' };
+    return checks;
+  }
+}
+
+function safeTerm(node: PgNode): number | undefined {
+  try {
+    return node.raft.status().term;
+  } catch {
+    return undefined;
+  }
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
