@@ -108,7 +108,8 @@ export const DEFAULTS = {
   maxMessageBytes: 64 * 1024 * 1024,
 } as const;
 
-const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** The same rule as the REST API's (http/validate.ts). */
+const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
 /** The environment variables read, each with the field it sets. */
 export const ENVIRONMENT: Record<string, string> = {
@@ -315,7 +316,7 @@ function bool(value: unknown, field: string, fallback: boolean): boolean {
 function nodeId(value: unknown, field: string): NodeId {
   const id = str(value, field, true);
   if (!NODE_ID.test(id)) {
-    throw new ConfigError(field, `${JSON.stringify(id)} is not a node id: use 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit`);
+    throw new ConfigError(field, `${JSON.stringify(id)} is not a node id: use 1 to 128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit`);
   }
   return id;
 }
