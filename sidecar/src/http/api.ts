@@ -82,8 +82,13 @@ export interface ApiOptions {
   peerApiUrl?: (id: NodeId) => string | undefined;
   /** Receives unexpected errors (answered 500 INTERNAL without their message). */
   onError?: (err: unknown, req: Request) => void;
-  /** More /health checks (the sidecar's bridges): each failing one makes the node unhealthy. */
-  extraHealthChecks?: () => Record<string, { ok: boolean; detail: string }>;
+  /**
+   * More /health checks from the embedding process. A failing check makes the
+   * node unhealthy (503) unless it says `critical: false` (a bridge plugin
+   * that failed: the node still serves rale, so it stays in load balancers;
+   * the check shows the failure).
+   */
+  extraHealthChecks?: () => Record<string, { ok: boolean; detail: string; critical?: boolean }>;
   /** More Prometheus text appended to /metrics (complete # HELP/# TYPE blocks). */
   extraMetrics?: () => string;
 }
@@ -470,7 +475,10 @@ export function createApi(backend: ApiBackend, options: ApiOptions = {}): RaleAp
     }
     const db = await database;
     check('postgres', db.ok, db.detail);
-    for (const [name, c] of Object.entries(options.extraHealthChecks?.() ?? {})) check(name, c.ok, c.detail);
+    for (const [name, c] of Object.entries(options.extraHealthChecks?.() ?? {})) {
+      if (c.critical === false) checks[name] = { ok: c.ok, detail: c.detail };
+      else check(name, c.ok, c.detail);
+    }
     if (contact !== null) {
       const c = await contact;
       check('leader_contact', c.ok, c.detail);
@@ -490,7 +498,11 @@ export function createApi(backend: ApiBackend, options: ApiOptions = {}): RaleAp
 
   const openPaths = new Set([`${API_BASE}/health`]);
   app.use(API_BASE, (req, res, next) => (openPaths.has(req.baseUrl + req.path) ? next() : requireAuth(req, res, next)));
+  // GET and DELETE take no body (none of their operations documents one): a body sent anyway is
+  // ignored, not parsed, so it cannot turn a read into a 400, 413 or 415.
+  const takesBody = (req: Request) => req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'DELETE';
   app.use(API_BASE, (req, _res, next) => {
+    if (!takesBody(req)) return next();
     // express.json only parses JSON; any other body would reach handlers as "no body".
     const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
     if (hasBody && !req.is('application/json')) {
@@ -499,7 +511,8 @@ export function createApi(backend: ApiBackend, options: ApiOptions = {}): RaleAp
     next();
   });
   // Not strict: a bare `"x"` body then gets "must be a JSON object, got string" rather than a parse error.
-  app.use(API_BASE, express.json({ limit: bodyLimit, strict: false }));
+  const json = express.json({ limit: bodyLimit, strict: false });
+  app.use(API_BASE, (req, res, next) => (takesBody(req) ? json(req, res, next) : next()));
   for (const r of routes) app[r.method](API_BASE + r.path.replace(/\{(\w+)\}/g, ':$1'), r.handler);
 
   const extensions = express.Router();

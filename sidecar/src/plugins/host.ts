@@ -103,9 +103,9 @@ export class BridgeHost {
     }
   }
 
-  /** /health checks: one per bridge. */
-  healthChecks(): Record<string, { ok: boolean; detail: string }> {
-    const checks: Record<string, { ok: boolean; detail: string }> = {};
+  /** /health checks: one per bridge, not critical (a failed bridge does not stop the node from serving rale). */
+  healthChecks(): Record<string, { ok: boolean; detail: string; critical: false }> {
+    const checks: Record<string, { ok: boolean; detail: string; critical: false }> = {};
     for (const b of this.bridges) {
       let check: { ok: boolean; detail: string };
       if (b.failed !== null) check = { ok: false, detail: `not running: ${b.failed}` };
@@ -118,7 +118,7 @@ export class BridgeHost {
         }
       }
       if (check.ok && b.lastError !== null) check = { ok: true, detail: `${check.detail}; ${b.errors} error(s), last: ${b.lastError}` };
-      checks[`bridge_${b.name}`] = check;
+      checks[`bridge_${b.name}`] = { ...check, critical: false };
     }
     return checks;
   }

@@ -328,8 +328,8 @@ export class Sidecar {
     });
   }
 
-  private healthChecks(): Record<string, { ok: boolean; detail: string }> {
-    const checks = this.bridges.healthChecks();
+  private healthChecks(): Record<string, { ok: boolean; detail: string; critical?: boolean }> {
+    const checks: Record<string, { ok: boolean; detail: string; critical?: boolean }> = this.bridges.healthChecks();
     if (this.state === 'recovering') checks.sidecar = { ok: false, detail: 'the node is stopped until its PostgreSQL answers again' };
     return checks;
   }
