@@ -95,6 +95,12 @@ export interface BridgeContext {
   propose(command: BridgeCommand, options?: { id?: string; timeoutMs?: number }): Promise<ProposalOutcome>;
   /** Reads a key of the replicated kv state; linearizable runs a read barrier first. null: no such key. */
   read(key: string, consistency: 'linearizable' | 'local', timeoutMs?: number): Promise<KvRead | null>;
+  /**
+   * This node's replicated kv state as applied here (no read barrier): how
+   * many keys it holds and the first `limit` of them in key order. Optional
+   * (added within version 1): for status pages such as Phalanx's /debug/status.
+   */
+  kvScan?(limit: number): Promise<{ size: number; entries: Array<{ key: string; value: unknown }> }>;
   status(): BridgeStatus;
   changeMembership(change: ConfigChange, timeoutMs?: number): Promise<ProposalOutcome>;
   transferLeadership(target: NodeId): void;

@@ -174,6 +174,16 @@ export class BridgeHost {
         const { entry } = await backend.readKey(key);
         return entry;
       },
+      kvScan: async (limit) => {
+        const node = backend.node;
+        if (node === null) throw new RaleError('STOPPED', `node ${this.options.nodeId} is not running (its PostgreSQL is unreachable)`);
+        const max = Math.max(0, Math.min(Math.floor(limit), 100_000));
+        const [count, rows] = await Promise.all([
+          node.pool.query<{ n: string }>('SELECT count(*)::text AS n FROM rale.kv'),
+          node.pool.query<{ key: string; value: unknown }>('SELECT key, value FROM rale.kv ORDER BY key LIMIT $1', [max]),
+        ]);
+        return { size: Number(count.rows[0]?.n ?? 0), entries: rows.rows };
+      },
       status: (): BridgeStatus => {
         const r = raft();
         const s = r.status();
