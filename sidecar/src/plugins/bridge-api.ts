@@ -106,6 +106,14 @@ export interface BridgeContext {
   transferLeadership(target: NodeId): void;
   /** Subscribes to the node's events; returns the unsubscribe function. */
   on(event: 'role' | 'leader' | 'applied', listener: (...args: unknown[]) => void): () => void;
+  /**
+   * The log as this node holds it: up to `limit` entries from index `from`
+   * (fewer, or none, where the log is compacted or ends). Term and leader
+   * only: foreign protocols whose log ids name the leader (openraft) need
+   * the leader of an older entry the bridge has not seen. Optional: absent
+   * on hosts without a log reader.
+   */
+  logEntries?(from: number, limit: number): Promise<Array<{ index: number; term: number; leader: NodeId | null }>>;
 
   // ---------------------------------------------------------- servers
   /** Adds a service to the node's gRPC (peer) server. Handlers are contained (errors counted and answered INTERNAL). */

@@ -216,6 +216,11 @@ export class BridgeHost {
         return () => void backend.off(event, safe);
       },
 
+      logEntries: async (from, limit) => {
+        const rows = await backend.logEntries(from, limit);
+        return rows.map((r) => ({ index: Number(r.index), term: Number(r.term), leader: r.leader ?? null }));
+      },
+
       addGrpcService: (definition, implementation) => {
         transport.base.addService(definition, this.containGrpc(b, implementation), { authenticate: false });
       },
