@@ -491,6 +491,15 @@ function toMsgpackValue(value: unknown, path: string, depth = 0): MsgpackValue {
   return fail('msgpack extension types are not supported', path);
 }
 
+/**
+ * Decodes one whole msgpack value into a {@link MsgpackValue} (integer map
+ * keys kept as bigint). The bridge uses it to turn application data it stored
+ * as msgpack bytes back into a value {@link encodeMsgpack} writes identically.
+ */
+export function decodeMsgpackValue(bytes: Uint8Array): MsgpackValue {
+  return toMsgpackValue(parseMsgpack(bytes), 'value');
+}
+
 // ---------------------------------------------------------------------------
 // Entry payload codecs (the application data D of EntryPayload::Normal(D))
 // ---------------------------------------------------------------------------
