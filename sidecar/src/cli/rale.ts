@@ -15,16 +15,17 @@
  * $RALE_API_URL or http://127.0.0.1:8400) and --token (default
  * $RALE_API_TOKEN). --json prints the API's answer as it is.
  */
-import { migrate } from '../pg/migrate.ts';
-import { ConfigError, FLAGS, ENVIRONMENT, loadConfig } from '../process/config.ts';
+import { ConfigError, FLAGS, ENVIRONMENT, loadConfig, postgresUrl } from '../process/config.ts';
 import { createLogger } from '../process/logger.ts';
-import { Sidecar } from '../process/sidecar.ts';
+// The sidecar (gRPC, express, pg) and the migration runner are imported by the commands that use
+// them: loading them costs about a second of CPU, which `rale status` and usage errors need not pay.
 
 const USAGE = `usage: rale <command> [options]
 
 commands:
   start [options]                 run the sidecar (see rale start --help)
-  init --database-url URL         install or upgrade rale's SQL schema in a database
+  init --database-url URL [--json] install or upgrade rale's SQL schema in a database
+                                  (rale start does it too; init lets a DBA do it first)
   status                          cluster status as seen by one node
   leader                          the current leader
   propose '<json>' [--id KEY]     propose a command, e.g. '{"op":"set","key":"k","value":1}'
@@ -115,8 +116,9 @@ async function call(
   try {
     response = await fetch(`${target.api}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code;
-    throw new Error(`cannot reach the rale API at ${target.api}: ${cause ?? (err as Error).message}; is the sidecar running? (--api or RALE_API_URL)`);
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause?.code ?? cause?.message ?? (err as Error).message;
+    throw new Error(`cannot reach the rale API at ${target.api}: ${why}; is the sidecar running, and is that its API address? (--api or RALE_API_URL)`);
   }
   const text = await response.text();
   let parsed: Record<string, unknown>;
@@ -145,7 +147,19 @@ async function start(args: string[]): Promise<void> {
   const log = createLogger(config.nodeId, config.logLevel);
   // A bridge's stray rejection must not take consensus down with it: log it and go on.
   process.on('unhandledRejection', (reason) => log.error('process', `unhandled rejection: ${(reason as Error)?.stack ?? String(reason)}`));
+  // A signal while starting (e.g. still waiting for PostgreSQL) ends the process at once: nothing
+  // runs yet that needs a clean stop. Without a handler, a process that is PID 1 in a container
+  // would ignore SIGTERM and wait for the runtime's SIGKILL.
+  const early = (signal: string) => {
+    log.info('sidecar', `${signal} while starting: exiting`);
+    process.exit(0);
+  };
+  process.on('SIGTERM', early);
+  process.on('SIGINT', early);
+  const { Sidecar } = await import('../process/sidecar.ts');
   const sidecar = await Sidecar.start(config, log);
+  process.off('SIGTERM', early);
+  process.off('SIGINT', early);
   log.info('sidecar', 'started', { peer: `${config.peer.listen.host}:${sidecar.peerPort}`, api: sidecar.apiUrl() });
   let stopping = false;
   const stop = (signal: string) => {
@@ -164,16 +178,40 @@ async function start(args: string[]): Promise<void> {
 }
 
 async function init(args: string[]): Promise<void> {
-  const { options } = splitArgs(args, ['--database-url']);
-  const url = options.get('--database-url') ?? process.env.RALE_DATABASE_URL;
-  if (url === undefined) throw new UsageError('rale init needs --database-url postgres://... (or RALE_DATABASE_URL)');
-  const applied = await migrate(url);
-  console.log(JSON.stringify(applied));
+  const { options, positional } = splitArgs(args, ['--database-url'], ['--json']);
+  if (positional.length > 0) throw new UsageError(`rale init takes no arguments (got ${positional.join(' ')}); give the database as --database-url postgres://...`);
+  const given = options.get('--database-url') ?? (process.env.RALE_DATABASE_URL || undefined);
+  if (given === undefined) throw new UsageError('rale init needs --database-url postgres://... (or RALE_DATABASE_URL)');
+  const url = postgresUrl(given, '--database-url');
+  const { migrate } = await import('../pg/migrate.ts');
+  let result;
+  try {
+    result = await migrate(url);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    // Connection failures (node's ECONNREFUSED etc., PostgreSQL's class 08 and 28, no such database) carry a code.
+    if (code !== undefined && /^(E[A-Z]+|08...|28...|3D000)$/.test(code)) {
+      throw new Error(`cannot install the schema in ${redact(url)}: ${(err as Error).message} (${code}); is PostgreSQL running there, and are the user, password and database in --database-url right?`);
+    }
+    throw err;
+  }
+  if (options.get('--json') === 'true') console.log(JSON.stringify(result));
+  else if (result.applied.length === 0) console.log(`schema rale is up to date (version ${result.to}); nothing to do`);
+  else console.log(`schema rale upgraded from version ${result.from} to ${result.to} (applied ${result.applied.join(', ')})`);
+}
+
+/** A URL with its password hidden, for messages. */
+function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
 }
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   const common = ['--api', '--token'];
+  if (command !== 'start' && (rest.includes('--help') || rest.includes('-h'))) {
+    console.log(USAGE);
+    return;
+  }
   switch (command) {
     case 'start':
       return start(rest);

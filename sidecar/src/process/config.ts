@@ -160,7 +160,8 @@ type Raw = Record<string, unknown>;
  */
 export function loadConfig(argv: readonly string[], env: Record<string, string | undefined>): SidecarConfig {
   const flags = parseFlags(argv);
-  const file = flags.get('--config') ?? env.RALE_CONFIG;
+  // An empty RALE_CONFIG is unset, like every other RALE_* variable (compose's `${RALE_CONFIG:-}`).
+  const file = flags.get('--config') ?? (env.RALE_CONFIG === '' ? undefined : env.RALE_CONFIG);
   let raw: Raw = {};
   let baseDir = process.cwd();
   if (file !== undefined) {
@@ -184,7 +185,10 @@ export function readConfigFile(file: string): Raw {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError('(file)', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new ConfigError(
+      '(file)',
+      `cannot read the configuration file ${path.resolve(file)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): check the path given by --config or RALE_CONFIG`,
+    );
   }
   let parsed: unknown;
   try {
@@ -202,16 +206,20 @@ function parseFlags(argv: readonly string[]): Map<string, string> {
     const arg = argv[k] as string;
     const eq = arg.indexOf('=');
     const name = eq > 0 ? arg.slice(0, eq) : arg;
-    if (!(name in FLAGS)) {
-      throw new ConfigError(arg, `unknown option; the options are ${Object.keys(FLAGS).join(', ')}`);
+    if (!arg.startsWith('--')) throw new ConfigError(arg, 'is not an option: rale start takes options only (--name value or --name=value; see rale start --help)');
+    if (!Object.hasOwn(FLAGS, name)) {
+      const near = nearest(name, Object.keys(FLAGS));
+      throw new ConfigError(name, `unknown option${near !== undefined ? `; did you mean ${near}?` : ''} (the options are ${Object.keys(FLAGS).join(', ')})`);
     }
     let value: string | undefined;
     if (eq > 0) value = arg.slice(eq + 1);
     else {
       value = argv[k + 1];
       k++;
+      // `--node-id --database-url ...`: the value is missing, not "--database-url".
+      if (value !== undefined && Object.hasOwn(FLAGS, value.split('=')[0] ?? '')) value = undefined;
     }
-    if (value === undefined) throw new ConfigError(name, 'needs a value');
+    if (value === undefined) throw new ConfigError(name, `needs a value (${name} VALUE or ${name}=VALUE)`);
     flags.set(name, value);
   }
   return flags;
@@ -240,6 +248,7 @@ export function parsePeerList(text: string, source = 'cluster.peers'): Record<st
       throw new ConfigError('cluster.peers', `${source}: ${JSON.stringify(item)} is not id=host:port or id=host:port@http://host:port`);
     }
     const [, id, peer, api] = match as unknown as [string, string, string, string | undefined];
+    if (Object.hasOwn(peers, id)) throw new ConfigError('cluster.peers', `${source} names ${id} twice: give each member once`);
     peers[id] = api === undefined ? { peer } : { peer, api };
   }
   return peers;
@@ -274,10 +283,38 @@ function onlyKeys(value: Raw, field: string, allowed: string[]): void {
   for (const key of Object.keys(value)) {
     if (!allowed.includes(key)) {
       const where = field === '' ? key : `${field}.${key}`;
-      const near = allowed.find((a) => a.toLowerCase() === key.toLowerCase().replace(/[-_]/g, ''));
+      const near = nearest(key, allowed);
       throw new ConfigError(where, `unknown field${near ? `; did you mean ${near}?` : `; the fields here are ${allowed.join(', ')}`}`);
     }
   }
+}
+
+/** The allowed name closest to a mistyped one (ignoring case, '-' and '_'; at most two edits apart), if any. */
+function nearest(name: string, allowed: readonly string[]): string | undefined {
+  const norm = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of allowed) {
+    const d = editDistance(norm(name), norm(candidate));
+    // Two edits turn short names into anything: allow fewer edits than half the name's length.
+    if (d < bestDistance && d * 2 < norm(candidate).length) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, k) => k);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min((previous[j] as number) + 1, (current[j - 1] as number) + 1, (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length] as number;
 }
 
 function section(raw: Raw, key: string, allowed: string[]): Raw {
@@ -345,7 +382,8 @@ function url(value: unknown, field: string): string | undefined {
   return text.replace(/\/+$/, '');
 }
 
-function postgresUrl(value: unknown, field: string): string {
+/** Checks a PostgreSQL connection URL (also used by `rale init`). */
+export function postgresUrl(value: unknown, field: string): string {
   const text = str(value, field, true);
   let parsed: URL;
   try {
@@ -382,7 +420,17 @@ export function validateConfig(raw: Raw, baseDir = process.cwd()): SidecarConfig
     onlyKeys(peerRaw.tls, 'peer.tls', ['cert', 'key', 'ca', 'mutual', 'peerIdFromCert']);
     const file = (key: 'cert' | 'key' | 'ca') => {
       const p = path.resolve(baseDir, str((peerRaw.tls as Raw)[key], `peer.tls.${key}`, true));
-      if (!fs.existsSync(p)) throw new ConfigError(`peer.tls.${key}`, `file ${p} does not exist`);
+      let problem: string | null = null;
+      try {
+        if (!fs.statSync(p).isFile()) problem = 'is not a file';
+        else fs.accessSync(p, fs.constants.R_OK);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        problem = code === 'ENOENT' ? 'does not exist' : `cannot be read (${code ?? (err as Error).message})`;
+      }
+      if (problem !== null) {
+        throw new ConfigError(`peer.tls.${key}`, `${p} ${problem}: give the path of a PEM file this process can read (relative paths are resolved from the configuration file's folder)`);
+      }
       return p;
     };
     tls = {
@@ -426,8 +474,16 @@ export function validateConfig(raw: Raw, baseDir = process.cwd()): SidecarConfig
       peers[peerId] = api === undefined ? { peer: peerAddress } : { peer: peerAddress, api };
     }
   }
+  const defaultAdvertise = `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`;
+  const self = Object.hasOwn(peers, id) ? peers[id] : undefined;
+  if (self !== undefined && self.peer !== (advertise ?? defaultAdvertise)) {
+    throw new ConfigError(
+      `cluster.peers.${id}.peer`,
+      `names this node (${id}) at ${self.peer}, but its peer.advertise is ${advertise ?? defaultAdvertise}: drop this node from cluster.peers, or make the two agree`,
+    );
+  }
   if (bootstrap !== undefined) {
-    const unknown = bootstrap.filter((b) => b !== id && peers[b] === undefined);
+    const unknown = bootstrap.filter((b) => b !== id && !Object.hasOwn(peers, b));
     if (unknown.length > 0) throw new ConfigError('cluster.peers', `has no address for the founding voter(s) ${unknown.join(', ')}`);
   }
 
@@ -464,7 +520,7 @@ export function validateConfig(raw: Raw, baseDir = process.cwd()): SidecarConfig
     databaseUrl,
     peer: {
       listen,
-      advertise: advertise ?? `${listen.host}:${listen.port}`,
+      advertise: advertise ?? defaultAdvertise,
       ...(secret !== undefined ? { secret } : {}),
       ...(tls !== undefined ? { tls } : {}),
       maxMessageBytes,
