@@ -135,6 +135,16 @@ export interface BridgeContext {
   deliver(from: NodeId, messages: Message[]): Promise<void>;
   /** Counts a failure of this bridge (also logged); shows in metrics and health. */
   reportError(err: unknown, where: string): void;
+
+  // ---------------------------------------------------------- state
+  /**
+   * A consistent image of the replicated key-value state as this node has
+   * applied it: every key with its value and version, and the index and term
+   * of the last entry applied. Bridges hand it to a foreign follower that
+   * starts from a state rather than from the log. Optional: absent on hosts
+   * without it.
+   */
+  kvSnapshot?(): Promise<{ index: number; term: number; kv: Array<{ key: string; value: unknown; version: number }> }>;
 }
 
 export interface Bridge {
@@ -144,6 +154,14 @@ export interface Bridge {
   stop?(): Promise<void> | void;
   /** What /health shows for this bridge. */
   health?(): { ok: boolean; detail: string };
+  /**
+   * Called before this node proposes a membership change asked for through
+   * its REST API (or `rale` CLI). Throw a RaleError (INVALID_ARGUMENT) saying
+   * why to refuse it, e.g. promoting a member whose protocol cannot vote.
+   * `members` is the current membership. Must be quick; other throws are
+   * counted against the bridge and do not refuse the change.
+   */
+  checkMembershipChange?(change: ConfigChange, members: BridgeMember[]): void;
 }
 
 export interface BridgeModule {

@@ -7,11 +7,11 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { NextFunction, Request, RequestHandler, Response, Router } from 'express';
 import { RaleError } from '../errors.ts';
-import type { NodeId } from '../core/types.ts';
+import type { ConfigChange, NodeId } from '../core/types.ts';
 import type { RaleApi } from '../http/api.ts';
 import type { SupervisedBackend } from '../process/supervised-backend.ts';
 import type { Logger } from '../process/logger.ts';
-import { BRIDGE_API_VERSION, type Bridge, type BridgeContext, type BridgeModule, type BridgeStatus } from './bridge-api.ts';
+import { BRIDGE_API_VERSION, type Bridge, type BridgeContext, type BridgeMember, type BridgeModule, type BridgeStatus } from './bridge-api.ts';
 import { loadBridgeModule } from './loader.ts';
 import type { SidecarTransport } from './sidecar-transport.ts';
 
@@ -147,6 +147,35 @@ export class BridgeHost {
     this.options.log.error('bridge', `bridge ${b.name} failed in ${where}: ${(err as Error)?.message ?? String(err)}`, { stack: (err as Error)?.stack?.split('\n')[1]?.trim() });
   }
 
+  /**
+   * Asks every running bridge whether a membership change may be proposed
+   * (Bridge.checkMembershipChange): a bridge refuses by throwing a RaleError,
+   * which propagates; any other throw is counted against the bridge and
+   * ignored, so a broken bridge cannot block membership changes.
+   */
+  checkMembershipChange(change: ConfigChange): void {
+    let members: BridgeMember[] | null = null;
+    for (const b of this.bridges) {
+      const check = b.bridge?.checkMembershipChange;
+      if (check === undefined || b.failed !== null) continue;
+      if (members === null) {
+        const node = this.options.backend.node;
+        if (node === null) return; // the change itself fails with STOPPED
+        const s = node.raft.status();
+        members = [
+          ...s.config.voters.map((id) => ({ id, role: 'voter' as const, address: node.raft.addressOf(id) ?? null })),
+          ...s.config.learners.map((id) => ({ id, role: 'learner' as const, address: node.raft.addressOf(id) ?? null })),
+        ];
+      }
+      try {
+        check.call(b.bridge, change, members);
+      } catch (err) {
+        if (err instanceof RaleError) throw err;
+        this.reportError(b, err, 'checkMembershipChange');
+      }
+    }
+  }
+
   /** Counts an error of the bridge named `name` (used by the transport for connector failures). */
   reportErrorOf(name: string, err: unknown, where: string): void {
     const b = this.bridges.find((x) => x.name === name);
@@ -232,6 +261,25 @@ export class BridgeHost {
       registerPeerScheme: (scheme, connect) => transport.registerScheme(scheme, b.name, connect),
       deliver: (from, messages) => transport.deliver(from, messages),
       reportError: (err, where) => this.reportError(b, err, where),
+
+      kvSnapshot: async () => {
+        const node = backend.node;
+        if (node === null) throw new RaleError('STOPPED', `node ${this.options.nodeId} is not running (its PostgreSQL is unreachable)`);
+        const client = await node.pool.connect();
+        try {
+          // One transaction, so the applied index and the rows agree.
+          await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+          const applied = (await client.query<{ index: string; term: string }>('SELECT index, term FROM rale.applied')).rows[0];
+          const rows = (await client.query<{ key: string; value: unknown; version: string }>('SELECT key, value, version FROM rale.kv ORDER BY key')).rows;
+          await client.query('COMMIT');
+          return { index: Number(applied?.index ?? 0), term: Number(applied?.term ?? 0), kv: rows.map((r) => ({ key: r.key, value: r.value, version: Number(r.version) })) };
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => {});
+          throw err;
+        } finally {
+          client.release();
+        }
+      },
     };
   }
 

@@ -97,6 +97,8 @@ export class Sidecar {
       log,
       requestTimeoutMs: config.raft.requestTimeoutMs,
     });
+    // Bridges may refuse membership changes their members cannot take (a participant that cannot vote).
+    this.backend.membershipGuard = (change) => this.bridges.checkMembershipChange(change);
   }
 
   /**

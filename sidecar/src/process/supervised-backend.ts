@@ -7,7 +7,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { RaleError } from '../errors.ts';
-import type { NodeId } from '../core/types.ts';
+import type { ConfigChange, NodeId } from '../core/types.ts';
 import type { ApiBackend } from '../http/api.ts';
 import type { PgNode } from '../pg/node.ts';
 import { pgNodeBackend } from '../http/node-api.ts';
@@ -18,6 +18,8 @@ type NodeEvent = (typeof EVENTS)[number];
 export class SupervisedBackend implements ApiBackend {
   private current: { node: PgNode; backend: ApiBackend; relays: Array<[NodeEvent, (...args: unknown[]) => void]> } | null = null;
   private readonly events = new EventEmitter();
+  /** Consulted before every membership change asked for here (the bridges' vetoes); throws to refuse. */
+  membershipGuard: ((change: ConfigChange) => void) | null = null;
   /** Why there is no node, for errors while detached. */
   private reason = 'it is starting';
 
@@ -56,7 +58,10 @@ export class SupervisedBackend implements ApiBackend {
   waitForLeader: ApiBackend['waitForLeader'] = (t) => this.need().waitForLeader(t);
   checkCommand: ApiBackend['checkCommand'] = (c) => this.need().checkCommand(c);
   propose: ApiBackend['propose'] = (c, id, t) => this.need().propose(c, id, t);
-  changeMembership: ApiBackend['changeMembership'] = (c, t) => this.need().changeMembership(c, t);
+  changeMembership: ApiBackend['changeMembership'] = async (c, t) => {
+    this.membershipGuard?.(c);
+    return this.need().changeMembership(c, t);
+  };
   readIndex: ApiBackend['readIndex'] = (t) => this.need().readIndex(t);
   readBarrier: ApiBackend['readBarrier'] = (t) => this.need().readBarrier(t);
   transferLeadership: ApiBackend['transferLeadership'] = (target) => this.need().transferLeadership(target);
