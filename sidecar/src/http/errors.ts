@@ -97,7 +97,7 @@ export function badField(field: string, message: string): HttpError {
 export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
   if (isRaleError(err)) return HttpError.of(err.code, err.message, err.details);
-  const e = err as { type?: unknown; status?: unknown; limit?: unknown; length?: unknown; message?: unknown };
+  const e = err as { type?: unknown; status?: unknown; expose?: unknown; limit?: unknown; length?: unknown; message?: unknown };
   switch (e?.type) {
     case 'entity.parse.failed':
       return new HttpError(400, 'INVALID_ARGUMENT', `the request body is not valid JSON: ${String(e.message)}`, { field: 'body' });
@@ -110,6 +110,18 @@ export function toHttpError(err: unknown): HttpError {
     case 'request.size.invalid':
     case 'stream.encoding.set':
       return new HttpError(400, 'INVALID_ARGUMENT', String(e.message), { field: 'body' });
+  }
+  // Any other client error the body parser marks safe to show (`expose`), e.g. a
+  // Content-Encoding whose data does not decompress (a zlib error with status 400).
+  if (e?.expose === true && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+    if (e.status === 413) return new HttpError(413, 'PAYLOAD_TOO_LARGE', String(e.message), { limit: e.limit });
+    if (e.status === 415) return new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', String(e.message));
+    const zlib = typeof (e as { errno?: unknown }).errno === 'number';
+    return new HttpError(400, 'INVALID_ARGUMENT', zlib ? `the request body does not decompress as its Content-Encoding says: ${String(e.message)}` : String(e.message), { field: 'body' });
+  }
+  // The router's own refusal: a path parameter that does not percent-decode (a URIError it marks 400).
+  if (err instanceof URIError && e.status === 400) {
+    return new HttpError(400, 'INVALID_ARGUMENT', `the path is not valid percent-encoding: ${String(e.message).slice(0, 200)}`, { field: 'path' });
   }
   return new HttpError(500, 'INTERNAL', 'internal error');
 }

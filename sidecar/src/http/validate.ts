@@ -11,6 +11,14 @@ import { badField } from './errors.ts';
 /** Node ids: what the engine and SQL accept without quoting, and short enough for a label. */
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 const MAX_KEY_LENGTH = 1024;
+/** Bytes of a key in UTF-8, as rale.check_command counts them (a btree index row must hold the key). */
+const MAX_KEY_BYTES = 1024;
+/**
+ * Levels of nested objects and arrays in a proposed value, as rale.check_command
+ * counts them (the command itself is level 0). Deeper values cannot be
+ * re-encoded by JSON.stringify (it overflows its stack near 5,000 levels).
+ */
+export const MAX_COMMAND_DEPTH = 100;
 const MAX_ADDRESS_LENGTH = 255;
 
 /**
@@ -67,7 +75,10 @@ export function address(value: unknown, field: string): string {
 
 export function key(value: unknown, field: string): string {
   if (typeof value !== 'string') throw badField(field, `"${field}" must be a string, got ${typeName(value)}`);
-  if (value.length === 0 || value.length > MAX_KEY_LENGTH) throw badField(field, `"${field}" must be 1-${MAX_KEY_LENGTH} characters`);
+  if (value.length === 0 || value.length > MAX_KEY_LENGTH || Buffer.byteLength(value, 'utf8') > MAX_KEY_BYTES) {
+    throw badField(field, `"${field}" must be 1-${MAX_KEY_LENGTH} characters and at most ${MAX_KEY_BYTES} bytes in UTF-8`);
+  }
+  checkText(value, field);
   return value;
 }
 
@@ -84,6 +95,9 @@ export function key(value: unknown, field: string): string {
  */
 export function proposeCommand(body: unknown): { command: ProposableCommand; mapping: 'command' | 'value' } {
   const { value } = objectBody(body, ['value']);
+  // A bare value becomes the `value` of a set command: one level deeper.
+  const isCommand = value !== null && typeof value === 'object' && !Array.isArray(value) && 'op' in value;
+  checkJsonValue(value, 'value', isCommand ? 0 : 1);
   if (value === null || typeof value !== 'object' || Array.isArray(value) || !('op' in value)) {
     return { command: { op: 'set', key: CONSENSUS_VALUE_KEY, value }, mapping: 'value' };
   }
@@ -113,6 +127,43 @@ export function proposeCommand(body: unknown): { command: ProposableCommand; map
       break;
   }
   return { command: c as ProposableCommand, mapping: 'command' };
+}
+
+/**
+ * Text PostgreSQL's jsonb can store: JSON.parse accepts "\u0000" and lone
+ * surrogates ("\ud800"), which jsonb refuses (and which used to surface as
+ * a 503 STORAGE error from rale.check_command).
+ */
+function checkText(s: string, field: string): void {
+  if (/\u0000|\p{Cs}/u.test(s)) throw badField(field.replace(/ \(a key\)$/, ''), `"${field}" holds a NUL character or an unpaired UTF-16 surrogate, which rale cannot store`);
+}
+
+/**
+ * What JSON.parse produced and JSON.stringify must carry back unchanged:
+ * no number that is not finite (JSON.parse reads 1e400 as Infinity, which
+ * JSON.stringify writes as null) and at most MAX_COMMAND_DEPTH levels of
+ * nesting. Walks at most that deep, so a hostile body cannot overflow the
+ * stack here either.
+ */
+function checkJsonValue(root: unknown, rootField: string, rootLevel: number): void {
+  const walk = (v: unknown, field: string, level: number): void => {
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) throw badField(field, `"${field}" is a number out of range (rale carries numbers as 64-bit floats); send it as a string`);
+      return;
+    }
+    if (typeof v === 'string') {
+      checkText(v, field);
+      return;
+    }
+    if (v === null || typeof v !== 'object') return;
+    const children = Array.isArray(v) ? v.map((c, i) => [`${field}[${i}]`, c] as const) : Object.entries(v).map(([k, c]) => [`${field}.${k}`, c] as const);
+    if (children.length > 0 && level + 1 > MAX_COMMAND_DEPTH) {
+      throw badField(rootField, `"${rootField}" is nested deeper than ${MAX_COMMAND_DEPTH} levels of objects and arrays; flatten it, or send it as a JSON string`);
+    }
+    if (!Array.isArray(v)) for (const k of Object.keys(v)) checkText(k, `${field} (a key)`);
+    for (const [f, c] of children) walk(c, f.length > 200 ? rootField : f, level + 1);
+  };
+  walk(root, rootField, rootLevel);
 }
 
 /** An integer query parameter within [min, max], or its default when absent. */

@@ -178,6 +178,7 @@ export class GrpcTransport implements Transport {
   private readonly liveStreams = new Set<grpc.ServerDuplexStream<InFrame, OutFrame>>();
   private chunkedInProgress = 0;
   private readonly securityReports = new Map<string, { last: number; suppressed: number }>();
+  private readonly inputReports = new Map<string, { last: number; suppressed: number }>();
   private readonly counters: GrpcTransportStats = { raftFrames: 0, raftBatches: 0, calls: 0, chunkedCalls: 0, chunkedBytes: 0, refused: 0 };
 
   constructor(options: GrpcTransportOptions = {}) {
@@ -460,6 +461,25 @@ export class GrpcTransport implements Transport {
     }
   }
 
+  /**
+   * Logs a refused payload (broken framing, bad msgpack, a malformed message)
+   * as a warning naming the peer and the reason, at most once per second per
+   * peer and kind of refusal: a broken peer retries all the time.
+   */
+  private refusedInput(peerId: NodeId | null, method: string, reason: string): void {
+    const key = `${peerId}|${method}|${reason.replace(/\d+/g, '#').slice(0, 80)}`;
+    const now = Date.now();
+    const seen = this.inputReports.get(key);
+    if (seen !== undefined && now - seen.last < SECURITY_REPORT_INTERVAL_MS) {
+      seen.suppressed++;
+      return;
+    }
+    if (this.inputReports.size > 1000) this.inputReports.clear();
+    this.inputReports.set(key, { last: now, suppressed: 0 });
+    const suppressed = seen?.suppressed ?? 0;
+    this.log('warn', `refused malformed input from node ${peerId ?? '(unknown)'} on ${method}: ${reason}${suppressed > 0 ? ` (${suppressed} similar refusals not logged)` : ''}`, { peer: peerId, method });
+  }
+
   /** `from` of every message must be the authenticated caller: nobody speaks for another node. */
   private checkSenders(messages: Message[], peerId: NodeId, method: string, remote: string): void {
     const forged = messages.find((m) => m.from !== peerId);
@@ -491,7 +511,12 @@ export class GrpcTransport implements Transport {
     const handler = this.readyHandler();
     let result: unknown;
     try {
-      if (type === 'raft') this.checkSenders(checkRaftBatch(args), peerId, method, remote);
+      try {
+        if (type === 'raft') this.checkSenders(checkRaftBatch(args), peerId, method, remote);
+      } catch (err) {
+        if (!(err instanceof StatusError)) this.refusedInput(peerId, method, (err as Error).message);
+        throw err;
+      }
       result = await handler(type, args, peerId);
     } catch (err) {
       if (err instanceof StatusError) throw err;
@@ -518,6 +543,7 @@ export class GrpcTransport implements Transport {
       type = request.type;
       args = request.args;
     } catch (err) {
+      this.refusedInput(auth.peerId, PEER_SERVICE.Call.path, (err as StatusError).status.details);
       return callback((err as StatusError).status);
     }
     this.dispatch(type, args, auth.peerId, PEER_SERVICE.Call.path, call.getPeer()).then(
@@ -578,6 +604,7 @@ export class GrpcTransport implements Transport {
         }
         chunks.push(body.chunk);
       } catch (err) {
+        this.refusedInput(auth.peerId, method, (err as StatusError).status.details);
         finish((err as StatusError).status);
       }
     });
@@ -585,12 +612,14 @@ export class GrpcTransport implements Transport {
       if (done) return;
       const h = header;
       if (h === null || received !== h.total) {
+        this.refusedInput(auth.peerId, method, h === null ? 'a chunked call without a header' : `got ${received} of ${h.total} bytes`);
         return finish(statusOf(grpc.status.INVALID_ARGUMENT, h === null ? 'a chunked call without a header' : `got ${received} of ${h.total} bytes`));
       }
       let args: unknown;
       try {
         args = this.decode(concat(chunks, h.total), `the '${h.type}' payload`);
       } catch (err) {
+        this.refusedInput(auth.peerId, method, (err as StatusError).status.details);
         return finish((err as StatusError).status);
       }
       chunks = [];
@@ -699,6 +728,7 @@ export class GrpcTransport implements Transport {
             messages = checkRaftBatch(batch);
           } catch (err) {
             // Well-framed but malformed: refuse this batch, keep the stream.
+            this.refusedInput(peerId, method, (err as Error).message);
             items.push({ seq: seq + i, messages: null, error: err });
             return;
           }
@@ -706,7 +736,9 @@ export class GrpcTransport implements Transport {
           items.push({ seq: seq + i, messages });
         });
       } catch (err) {
-        end((err as StatusError).status);
+        const status = (err as StatusError).status;
+        if (status.code !== grpc.status.PERMISSION_DENIED) this.refusedInput(peerId, method, status.details);
+        end(status);
         return;
       }
       this.counters.raftFrames++;

@@ -72,6 +72,14 @@ function checkMessage(value: unknown, path: string): Message {
       count(m, 'commit', path);
       if (!Array.isArray(m.entries)) new Check(`${path}.entries`).fail('expected an array');
       (m.entries as unknown[]).forEach((e, i) => checkEntry(e, `${path}.entries[${i}]`));
+      // What every leader sends and the core assumes: entries follow prevIndex one by one,
+      // with terms that never decrease, from prevTerm up to the message's term.
+      (m.entries as Array<{ index: number; term: number }>).forEach((e, i, all) => {
+        const at = `${path}.entries[${i}]`;
+        if (e.index !== (m.prevIndex as number) + 1 + i) new Check(`${at}.index`).fail(`expected ${(m.prevIndex as number) + 1 + i} (entries follow prevIndex without gaps)`);
+        const floor = i === 0 ? (m.prevTerm as number) : (all[i - 1] as { term: number }).term;
+        if (e.term < floor || e.term > (m.term as number)) new Check(`${at}.term`).fail(`expected a term between ${floor} and the message's term ${String(m.term)}`);
+      });
       break;
     case MessageType.AppendResponse:
       bool(m, 'reject', path);
@@ -123,3 +131,4 @@ export function checkRaftBatch(args: unknown): Message[] {
   if (!Array.isArray(args)) throw new RaleError('INVALID_ARGUMENT', "a 'raft' call carries an array of messages");
   return args.map((m, i) => checkMessage(m, `messages[${i}]`));
 }
+
