@@ -105,25 +105,25 @@ DECLARE
     usage  constant text := 'Use {"type":"addLearner"|"promote"|"addVoter"|"remove","node":"<id>","context":"<address>"}.';
 BEGIN
     IF change IS NULL OR jsonb_typeof(change) <> 'object' THEN
-        RAISE EXCEPTION 'rale: a membership change must be a JSON object, got %', coalesce(jsonb_typeof(change), 'NULL')
+        RAISE EXCEPTION 'rale: not a membership change: it must be a JSON object, got %', coalesce(jsonb_typeof(change), 'NULL')
             USING ERRCODE = '22023', HINT = usage;
     END IF;
     SELECT k INTO extra FROM jsonb_object_keys(change) AS k WHERE k NOT IN ('type', 'node', 'context') LIMIT 1;
     IF extra IS NOT NULL THEN
-        RAISE EXCEPTION 'rale: a membership change has no field "%"', left(extra, 100) USING ERRCODE = '22023', HINT = usage;
+        RAISE EXCEPTION 'rale: not a membership change: it has no field "%"', left(extra, 100) USING ERRCODE = '22023', HINT = usage;
     END IF;
     IF jsonb_typeof(change->'type') IS DISTINCT FROM 'string' OR change->>'type' NOT IN ('addLearner', 'promote', 'addVoter', 'remove') THEN
-        RAISE EXCEPTION 'rale: unknown membership change type %', coalesce(left((change->'type')::text, 100), '(none)')
+        RAISE EXCEPTION 'rale: not a membership change: unknown type %', coalesce(left((change->'type')::text, 100), '(none)')
             USING ERRCODE = '22023', HINT = usage;
     END IF;
     IF jsonb_typeof(change->'node') IS DISTINCT FROM 'string' OR change->>'node' !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' THEN
-        RAISE EXCEPTION 'rale: "node" must be a node id of 1-128 letters, digits, "_", ".", ":" or "-", starting with a letter or digit; got %',
+        RAISE EXCEPTION 'rale: not a membership change: "node" must be a node id of 1-128 letters, digits, "_", ".", ":" or "-", starting with a letter or digit; got %',
                 coalesce(left((change->'node')::text, 140), '(none)')
             USING ERRCODE = '22023', HINT = usage;
     END IF;
     IF change ? 'context' AND jsonb_typeof(change->'context') <> 'null'
        AND (jsonb_typeof(change->'context') <> 'string' OR change->>'context' !~ '^[^[:space:][:cntrl:]]{1,255}$') THEN
-        RAISE EXCEPTION 'rale: "context" (the node''s address) must be 1-255 characters without spaces, e.g. "10.0.0.4:7000"; got %',
+        RAISE EXCEPTION 'rale: not a membership change: "context" (the node''s address) must be 1-255 characters without spaces, e.g. "10.0.0.4:7000"; got %',
                 left((change->'context')::text, 100)
             USING ERRCODE = '22023', HINT = usage;
     END IF;

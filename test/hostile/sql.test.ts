@@ -237,12 +237,12 @@ test.serial('regression: numbers a double cannot hold are refused (they were app
 test.serial('regression: change_membership refuses at call time what used to be queued and refused later (no type, bad ids, non-string addresses)', async (t) => {
   const before = await digest();
   for (const [change, pattern] of [
-    ['{"node":"x"}', /unknown membership change type \(none\)/],
+    ['{"node":"x"}', /not a membership change: unknown type \(none\)/],
     ['{"type":"addLearner","node":"x","context":5}', /"context"/],
     ['{"type":"addLearner","node":"has space"}', /"node" must be a node id/],
     [JSON.stringify({ type: 'remove', node: 'x'.repeat(129) }), /"node" must be a node id/],
-    ['{"type":"remove","node":"x","nod":"y"}', /has no field "nod"/],
-    ['[]', /must be a JSON object, got array/],
+    ['{"type":"remove","node":"x","nod":"y"}', /not a membership change: it has no field "nod"/],
+    ['[]', /not a membership change: it must be a JSON object, got array/],
   ] as const) {
     const r = await run('SELECT rale.change_membership($1::jsonb)', [change]);
     t.is(r.code, '22023', change);
