@@ -19,8 +19,8 @@ import type http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import express from 'express';
 import { RaleError } from '../../sidecar/src/errors.ts';
-import { Role, type NodeId } from '../../sidecar/src/core/types.ts';
-import type { Bridge, BridgeContext, BridgeModule, BridgeStatus } from '../../sidecar/src/plugins/bridge-api.ts';
+import { Role, type ConfigChange, type NodeId } from '../../sidecar/src/core/types.ts';
+import type { Bridge, BridgeContext, BridgeMember, BridgeModule, BridgeStatus } from '../../sidecar/src/plugins/bridge-api.ts';
 import {
   CommandOp,
   decodeAppendEntriesRequest,
@@ -351,6 +351,22 @@ export class PhalanxBridge implements Bridge {
     } catch (err) {
       // A node without a REST API: members are then added with rale's own tools.
       this.ctx.log('warn', `POST /phalanx/members is not served: ${(err as Error).message}`);
+    }
+  }
+
+  /** Refuses (REST / CLI) changes that would make a Phalanx member a voter. */
+  checkMembershipChange(change: ConfigChange, members: BridgeMember[]): void {
+    const why =
+      'a Phalanx node keeps its log in memory only (it persists term and vote, not entries), so its acknowledgements and votes do not survive a restart; ' +
+      'it stays a learner: it receives every entry and applies SET/DELETE, but does not vote or count toward commit';
+    if (change.type === 'promote') {
+      const member = members.find((m) => m.id === change.node);
+      if (member !== undefined && schemeOf(member.address) === SCHEME) {
+        throw new RaleError('INVALID_ARGUMENT', `member ${change.node} (${member.address}) cannot become a voter: ${why}`);
+      }
+    }
+    if (change.type === 'addVoter' && schemeOf(change.context ?? null) === SCHEME) {
+      throw new RaleError('INVALID_ARGUMENT', `${change.node} at ${change.context} cannot join as a voter: ${why}; add it with POST /phalanx/members`);
     }
   }
 
