@@ -231,7 +231,8 @@ export class CoordinodeBridge implements Bridge {
 
   private failure(err: unknown): grpc.ServiceError {
     const { code, details } = statusOf(err);
-    if (code === grpc.status.INTERNAL) this.ctx.reportError(err, 'inbound RaftService call');
+    // A refusal we chose (StatusError) is the protocol's answer; anything else INTERNAL is a fault of the bridge.
+    if (code === grpc.status.INTERNAL && !(err instanceof StatusError)) this.ctx.reportError(err, 'inbound RaftService call');
     else this.lastProblem = details;
     return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() }) as grpc.ServiceError;
   }
@@ -395,7 +396,7 @@ export class CoordinodeBridge implements Bridge {
       if (ended) return;
       ended = true;
       if (err === undefined) call.end();
-      else call.destroy(this.failure(err));
+      else call.emit('error', this.failure(err)); // grpc-js ends the stream with this status
     };
     call.on('error', () => (ended = true));
     call.on('data', (body: Buffer) => {
@@ -443,7 +444,6 @@ export class CoordinodeBridge implements Bridge {
       if (failed) return;
       failed = true;
       callback(this.failure(err));
-      call.destroy();
     };
     call.on('error', () => (failed = true));
     call.on('data', (body: Buffer) => {
@@ -630,7 +630,12 @@ export class CoordinodeBridge implements Bridge {
           return;
         }
         const request = this.codec.encodeVoteRequest(
-          { vote: { leaderId: { term: BigInt(m.term), nodeId: this.selfU64 }, committed: false }, lastLogId: await this.logIdAt(m.lastIndex, m.lastTerm), leadershipTransfer: m.transfer },
+          {
+            vote: { leaderId: { term: BigInt(m.term), nodeId: this.selfU64 }, committed: false },
+            lastLogId: await this.logIdAt(m.lastIndex, m.lastTerm),
+            // alpha.20 peers have no such field; without it they may refuse while they follow a live leader.
+            leadershipTransfer: link.settings.voteRequestFields === 3 && m.transfer,
+          },
           { layout: link.settings.voteRequestFields === 3 ? 'with-leadership-transfer' : 'without-leadership-transfer' },
         );
         const response = this.codec.decodeVoteResponse(await this.call(link, METHOD_PATHS.Vote, request));
@@ -678,7 +683,12 @@ export class CoordinodeBridge implements Bridge {
   private async sendAppend(link: PeerLink, m: Message & { type: MessageType.Append }): Promise<void> {
     for (const e of m.entries) if (e.leader !== undefined) this.termLeaders.set(e.term, e.leader);
     const prevLogId = await this.logIdAt(m.prevIndex, m.prevTerm);
-    const entries = m.entries.map((e) => this.mapper.toWire(e));
+    const entries = [];
+    for (const e of m.entries) {
+      // Entries from rale's core name their leader; one that does not (from an older store) is looked up.
+      const leader = e.leader !== undefined || this.options.leaderIdMode === 'std' ? e.leader : await this.leaderAt(e.index, e.term);
+      entries.push(this.mapper.toWire(leader === e.leader || leader === null ? e : { ...e, leader }));
+    }
     const last = m.prevIndex + m.entries.length;
     // Never tell a follower a commit index beyond what this very request makes it hold.
     const commitIndex = Math.min(m.commit, last);
