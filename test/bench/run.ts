@@ -39,31 +39,19 @@ function countOtherProcesses(): number {
   }
 }
 
-async function run(options: BenchOptions): Promise<Results> {
-  const began = performance.now();
-  const machine = {
-    cores: os.cpus().length,
-    cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
-    memTotalMiB: os.totalmem() / 1024 / 1024,
-    loadAverageStart: os.loadavg(),
-    loadAverageEnd: [] as number[],
-    node: process.version,
-    postgres: await postgresVersion(),
-    startedAt: new Date().toISOString(),
-    otherProcessesAtStart: countOtherProcesses(),
-  };
-  progress(`load average ${machine.loadAverageStart.map((l) => l.toFixed(2)).join(' ')} on ${machine.cores} cores; ${machine.otherProcessesAtStart} node/postgres processes already running`);
-
-  // Data under a fresh temp folder, removed at the end. The harness runs
-  // postgres as the `postgres` user when we are root: it must traverse it.
-  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'rale-bench-'));
-  await fs.chmod(root, 0o755);
-  onCleanup('the temporary folder', () => fs.rm(root, { recursive: true, force: true }));
-  noteLeftovers(root);
-
-  const timing: Timing = { seconds: options.seconds, warmupSeconds: warmupFor(options.seconds) };
-  const results: Results = {
-    machine,
+async function newResults(options: BenchOptions): Promise<Results> {
+  return {
+    machine: {
+      cores: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
+      memTotalMiB: os.totalmem() / 1024 / 1024,
+      loadAverageStart: os.loadavg(),
+      loadAverageEnd: [],
+      node: process.version,
+      postgres: await postgresVersion(),
+      startedAt: new Date().toISOString(),
+      otherProcessesAtStart: countOtherProcesses(),
+    },
     options: { seconds: options.seconds, clients: options.clients, only: [...options.only], idleMinutes: options.idleMinutes, failoverTrials: options.failoverTrials },
     baselineSettings: null,
     measurements: [],
@@ -74,6 +62,21 @@ async function run(options: BenchOptions): Promise<Results> {
     failures: [],
     durationSeconds: 0,
   };
+}
+
+/** Runs the parts, filling `results` as it goes (so that a failure still reports what was measured). */
+async function run(options: BenchOptions, results: Results): Promise<void> {
+  const machine = results.machine;
+  progress(`load average ${machine.loadAverageStart.map((l) => l.toFixed(2)).join(' ')} on ${machine.cores} cores; ${machine.otherProcessesAtStart} node/postgres processes already running`);
+
+  // Data under a fresh temp folder, removed at the end. The harness runs
+  // postgres as the `postgres` user when we are root: it must traverse it.
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'rale-bench-'));
+  await fs.chmod(root, 0o755);
+  onCleanup('the temporary folder', () => fs.rm(root, { recursive: true, force: true }));
+  noteLeftovers(root);
+
+  const timing: Timing = { seconds: options.seconds, warmupSeconds: warmupFor(options.seconds) };
   const maxClients = Math.max(...options.clients);
 
   // 1. The baseline: its own PostgreSQL server, before any rale process runs.
@@ -97,10 +100,24 @@ async function run(options: BenchOptions): Promise<Results> {
   }
 
   const needCluster = options.only.has('sql') || options.only.has('rest') || options.only.has('failover') || options.idleMinutes > 0;
-  if (!needCluster) return results;
+  if (!needCluster) return;
 
   progress('starting three PostgreSQL servers and three sidecar processes ...');
   const cluster = await BenchCluster.start(path.join(root, 'cluster'), options.verbose);
+  const sampler = new RssSampler(() => cluster.pids());
+  const overall = new RssSampler(() => cluster.pids());
+  const recordMemory = () => {
+    sampler.stop();
+    overall.stop();
+    if (sampler.samples > 0 && results.memory === null) {
+      results.memory = {
+        clients: maxClients,
+        perNode: Object.fromEntries(sampler.max),
+        maxBytes: Math.max(...sampler.max.values()),
+        overallMaxBytes: Math.max(...overall.max.values()),
+      };
+    }
+  };
   try {
     const leader0 = await cluster.leader();
     progress(`cluster up: leader ${leader0.id}`);
@@ -112,8 +129,6 @@ async function run(options: BenchOptions): Promise<Results> {
       progress(`idle: ${results.idle.termChanges} term changes`);
     }
 
-    const sampler = new RssSampler(() => cluster.pids());
-    const overall = new RssSampler(() => cluster.pids());
     overall.start();
     const measure = async (form: Form, clients: number, pick: 'leader' | 'follower', go: (target: ReturnType<BenchCluster['node']>) => Promise<LoadResult>) => {
       cluster.phase = `${form} ${clients} clients`;
@@ -150,40 +165,33 @@ async function run(options: BenchOptions): Promise<Results> {
         await measure('rest', clients, 'leader', (n) => restPropose(n.sidecar.apiUrl, clients, timing));
       }
     }
-    overall.stop();
-    if (sampler.samples > 0) {
-      const perNode = Object.fromEntries(sampler.max);
-      results.memory = {
-        clients: maxClients,
-        perNode,
-        maxBytes: Math.max(...sampler.max.values()),
-        overallMaxBytes: Math.max(...overall.max.values()),
-      };
-    }
+    recordMemory();
 
     if (options.only.has('failover')) {
       const trials: FailoverTrial[] = [];
+      const summarize = () => {
+        const times = trials.flatMap((t) => (t.ms === null ? [] : [t.ms]));
+        results.failover = { trials, medianMs: median(times), maxMs: times.length === trials.length && times.length > 0 ? Math.max(...times) : null };
+      };
       for (let k = 1; k <= options.failoverTrials; k++) {
         cluster.phase = `failover trial ${k}`;
-        const trial = await failoverTrial(cluster);
-        trials.push(trial);
+        const trial = await failoverTrial(cluster, (t) => {
+          trials.push(t);
+          summarize();
+        });
         progress(
-          `failover ${k}/${options.failoverTrials}: killed ${trial.killed}, first write through ${trial.writer} after ${trial.ms === null ? 'none' : `${Math.round(trial.ms)} ms`}; new leader ${trial.newLeader}; ${trial.killed} back and caught up in ${Math.round(trial.recoveryMs ?? 0)} ms`,
+          `failover ${k}/${options.failoverTrials}: killed ${trial.killed}, new leader elected after ${Math.round(trial.electedMs ?? NaN)} ms, first write through ${trial.writer} after ${trial.ms === null ? 'none' : `${Math.round(trial.ms)} ms`}; new leader ${trial.newLeader}; ${trial.killed} back and caught up in ${Math.round(trial.recoveryMs ?? 0)} ms`,
         );
       }
-      const times = trials.flatMap((t) => (t.ms === null ? [] : [t.ms]));
-      results.failover = { trials, medianMs: median(times), maxMs: times.length === trials.length && times.length > 0 ? Math.max(...times) : null };
     }
   } finally {
+    recordMemory();
     results.logIssues = [...cluster.issues.values()];
     results.failures.push(...cluster.failures);
     cluster.phase = 'stop';
     progress('stopping the cluster ...');
     await cluster.stop();
   }
-  results.machine.loadAverageEnd = os.loadavg();
-  results.durationSeconds = (performance.now() - began) / 1000;
-  return results;
 }
 
 async function main(): Promise<number> {
@@ -202,14 +210,19 @@ async function main(): Promise<number> {
     return 0;
   }
   installSignalHandlers();
-  let results: Results;
+  const began = performance.now();
+  const results = await newResults(options);
   try {
-    results = await run(options);
+    await run(options, results);
+  } catch (err) {
+    if (interrupted()) throw err;
+    console.error(`bench: failed: ${(err as Error).stack ?? String(err)}`);
+    results.failures.push(`the run stopped early: ${(err as Error).message}`);
   } finally {
     await cleanup();
   }
-  if (results.machine.loadAverageEnd.length === 0) results.machine.loadAverageEnd = os.loadavg();
-  if (results.durationSeconds === 0) results.durationSeconds = process.uptime();
+  results.machine.loadAverageEnd = os.loadavg();
+  results.durationSeconds = (performance.now() - began) / 1000;
   console.log(markdown(results));
   if (options.json !== null) {
     await fs.writeFile(options.json, JSON.stringify(results, null, 2) + '\n');

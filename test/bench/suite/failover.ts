@@ -20,6 +20,8 @@ export interface FailoverTrial {
   writer: string;
   /** Kill to the first committed write, ms (null: none within GIVE_UP_MS). */
   ms: number | null;
+  /** Kill to the first moment a survivor said it leads in a newer term (polled every 20 ms), ms. */
+  electedMs: number | null;
   newLeader: string | null;
   termBefore: number | null;
   termAfter: number | null;
@@ -91,7 +93,24 @@ async function waitFor(check: () => boolean, timeoutMs: number): Promise<boolean
   return check();
 }
 
-export async function failoverTrial(cluster: BenchCluster): Promise<FailoverTrial> {
+/** When a survivor first reports itself leader in a term after `term`: ms after `since`, or null. */
+async function watchElection(cluster: BenchCluster, killed: BenchNode, term: number, since: number): Promise<number | null> {
+  const survivors = cluster.nodes.filter((n) => n !== killed && !n.expectDown);
+  const deadline = since + GIVE_UP_MS;
+  while (performance.now() < deadline) {
+    const statuses = await Promise.all(survivors.map((n) => cluster.status(n, 500)));
+    if (statuses.some((s) => s !== null && s.role === 'leader' && s.term > term)) return performance.now() - since;
+    await sleep(20);
+  }
+  return null;
+}
+
+/**
+ * One trial. `measured` gets the trial as soon as the failover is timed,
+ * before the killed node is restarted (which may fail on its own); the same
+ * object then gets its recoveryMs.
+ */
+export async function failoverTrial(cluster: BenchCluster, measured: (trial: FailoverTrial) => void): Promise<FailoverTrial> {
   const leader = await cluster.leader();
   const writer = cluster.nodes.find((n) => n !== leader && !n.expectDown) as BenchNode;
   const termBefore = (await cluster.status(leader))?.term ?? null;
@@ -99,14 +118,17 @@ export async function failoverTrial(cluster: BenchCluster): Promise<FailoverTria
   prober.start();
   let killAt = 0;
   let first: Attempt | undefined;
+  let electedMs: number | null = null;
   try {
     // Steady state first: writes are going through.
     const steady = await waitFor(() => prober.attempts.filter((a) => a.ok).length >= 10 && prober.attempts.at(-1)?.ok === true, 10_000);
     if (!steady) throw new Error(`writes through ${writer.id} did not succeed before the kill`);
     killAt = performance.now();
     const killed = cluster.kill(leader);
+    const watch = watchElection(cluster, leader, termBefore ?? 0, killAt);
     await waitFor(() => (first = prober.firstSuccessSince(killAt)) !== undefined, GIVE_UP_MS);
     await killed;
+    electedMs = await watch;
   } finally {
     await prober.stop();
   }
@@ -118,21 +140,23 @@ export async function failoverTrial(cluster: BenchCluster): Promise<FailoverTria
     newLeader = null;
   }
   const termAfter = newLeader === null ? null : ((await cluster.status(newLeader))?.term ?? null);
-  // Bring the killed node back, and let it catch up, before the next trial.
-  const restartAt = performance.now();
-  let recoveryMs: number | null = null;
-  await cluster.restart(leader);
-  await cluster.waitCaughtUp(leader);
-  await cluster.leader();
-  recoveryMs = performance.now() - restartAt;
-  return {
+  const trial: FailoverTrial = {
     killed: leader.id,
     writer: writer.id,
     ms: first === undefined ? null : first.end - killAt,
+    electedMs,
     newLeader: newLeader?.id ?? null,
     termBefore,
     termAfter,
     failedAttempts,
-    recoveryMs,
+    recoveryMs: null,
   };
+  measured(trial);
+  // Bring the killed node back, and let it catch up, before the next trial.
+  const restartAt = performance.now();
+  await cluster.restart(leader);
+  await cluster.waitCaughtUp(leader);
+  await cluster.leader();
+  trial.recoveryMs = performance.now() - restartAt;
+  return trial;
 }

@@ -142,7 +142,7 @@ export function markdown(results: Results): string {
         results.failover.trials
           .map(
             (t) =>
-              `killed ${t.killed} (term ${t.termBefore ?? '?'}) → ${t.newLeader ?? 'no leader'} (term ${t.termAfter ?? '?'}) in ${secs(t.ms)}, ${t.failedAttempts} failed writes meanwhile, rejoined in ${secs(t.recoveryMs)}`,
+              `killed ${t.killed} (term ${t.termBefore ?? '?'}) → ${t.newLeader ?? 'no leader'} (term ${t.termAfter ?? '?'}) elected after ${secs(t.electedMs)}, first write after ${secs(t.ms)}, ${t.failedAttempts} failed writes meanwhile, rejoined in ${secs(t.recoveryMs)}`,
           )
           .join('; ') +
         '.',
