@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -123,6 +124,46 @@ test('status against a closed port: "cannot reach", exit 1', async (t) => {
   t.is(r.code, 1);
   t.is(r.stdout, '');
   t.regex(r.stderr, new RegExp(`^rale: cannot reach the rale API at http://127\\.0\\.0\\.1:${port}: ECONNREFUSED; is the sidecar running`));
+});
+
+/** A stand-in for a node's REST API that records the requests it gets and answers `reply`. */
+async function fakeApi(reply: (path: string) => [number, unknown]): Promise<{ url: string; requests: Array<{ path: string; authorization: string | undefined }>; close(): Promise<void> }> {
+  const requests: Array<{ path: string; authorization: string | undefined }> = [];
+  const server = http.createServer((req, res) => {
+    requests.push({ path: `${req.method} ${req.url}`, authorization: req.headers.authorization });
+    const [status, body] = reply(req.url ?? '');
+    res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    requests,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+test('leader: the API from RALE_API_URL, no Authorization header when RALE_API_TOKEN is empty', async (t) => {
+  const api = await fakeApi(() => [200, { node_id: 'node2', address: '10.0.0.2:7400', api_url: 'http://10.0.0.2:8400', term: 3, is_this_node: false }]);
+  try {
+    const r = await rale(['leader'], { env: { RALE_API_URL: api.url, RALE_API_TOKEN: '' } });
+    t.is(r.code, 0, r.stderr);
+    t.is(r.stdout.trim(), 'node2 (term 3, peer address 10.0.0.2:7400, API http://10.0.0.2:8400)');
+    t.deepEqual(api.requests, [{ path: 'GET /api/v1/consensus/leader', authorization: undefined }]);
+  } finally {
+    await api.close();
+  }
+});
+
+test('transfer-leader: the token is sent, and an API error is shown with its code and hint, exit 1', async (t) => {
+  const api = await fakeApi(() => [409, { error: { code: 'NOT_A_VOTER', message: 'node9 is not a voter', hint: 'rale members add it first' } }]);
+  try {
+    const r = await rale(['transfer-leader', 'node9', '--api', api.url, '--token', 'tok-0123456789abcdef']);
+    t.is(r.code, 1);
+    t.is(r.stderr.trim(), 'rale: NOT_A_VOTER: node9 is not a voter\nhint: rale members add it first');
+    t.deepEqual(api.requests, [{ path: 'POST /api/v1/consensus/transfer-leader', authorization: 'Bearer tok-0123456789abcdef' }]);
+  } finally {
+    await api.close();
+  }
 });
 
 test('init against a closed port: says where it connected and what to check, password hidden, exit 1', async (t) => {

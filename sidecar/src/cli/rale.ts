@@ -91,13 +91,14 @@ function splitArgs(args: string[], known: string[], booleans: string[] = []): { 
 }
 
 function apiTarget(options: Map<string, string>): ApiTarget {
-  const api = (options.get('--api') ?? process.env.RALE_API_URL ?? 'http://127.0.0.1:8400').replace(/\/+$/, '');
+  // Empty variables count as unset, as in the sidecar's configuration (compose's `${RALE_API_TOKEN:-}`).
+  const api = (options.get('--api') ?? (process.env.RALE_API_URL || 'http://127.0.0.1:8400')).replace(/\/+$/, '');
   try {
     new URL(api);
   } catch {
     throw new UsageError(`--api ${JSON.stringify(api)} is not a URL (for example http://127.0.0.1:8400)`);
   }
-  return { api, token: options.get('--token') ?? process.env.RALE_API_TOKEN, json: options.get('--json') === 'true' };
+  return { api, token: options.get('--token') ?? (process.env.RALE_API_TOKEN || undefined), json: options.get('--json') === 'true' };
 }
 
 /** Calls the REST API; on an error answer, throws the envelope's message and hint. */
