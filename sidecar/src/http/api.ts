@@ -56,6 +56,12 @@ export interface ApiBackend {
   /** One key of the replicated kv state, read locally, with the applied index it reflects. */
   readKey(key: string): Promise<{ applied: number; entry: { value: unknown; version: number } | null }>;
   logEntries(from: number, limit: number): Promise<LogEntryView[]>;
+  /**
+   * Why a member may never be promoted to voter (its protocol cannot carry
+   * what a vote needs: a bridge's learner-only members), or null. A join of
+   * such a member stops at a caught-up learner.
+   */
+  promotionRefusal?(id: NodeId): string | null;
   /** Rejects unless this node's database answers within timeoutMs. */
   pingDatabase(timeoutMs: number): Promise<void>;
   on(event: 'role' | 'leader' | 'applied', listener: (...args: unknown[]) => void): unknown;
@@ -300,8 +306,14 @@ export function createApi(backend: ApiBackend, options: ApiOptions = {}): RaleAp
       if (await relay(req, res, leader, joinTimeoutMs + 2 * requestTimeoutMs)) return;
       throw cannotRelay('a join', leader);
     }
-    if (memberRole(backend.status(), id) === null) await backend.changeMembership({ type: 'addLearner', node: id, context: address }, requestTimeoutMs);
+    const added = memberRole(backend.status(), id) === null ? await backend.changeMembership({ type: 'addLearner', node: id, context: address }, requestTimeoutMs) : null;
     await waitCaughtUp(id);
+    const refusal = backend.promotionRefusal?.(id) ?? null;
+    if (refusal !== null) {
+      s = backend.status();
+      res.json({ node_id: id, address, role: 'learner', learner_reason: refusal, changed: added !== null, index: added?.index ?? null, term: s.term, ...membership(s), ...leaderFacts(s.leader) });
+      return;
+    }
     const promoted = await backend.changeMembership({ type: 'promote', node: id }, requestTimeoutMs);
     s = backend.status();
     res.json({ node_id: id, address, role: 'voter', changed: true, index: promoted.index, term: promoted.term, ...membership(s), ...leaderFacts(s.leader) });

@@ -153,8 +153,9 @@ export class Sidecar {
     this.stopRequested = true;
     this.state = 'stopping';
     if (this.watchdog !== null) clearInterval(this.watchdog);
-    await this.bridges.stop();
     const node = this.backend.node;
+    if (node !== null) await this.handOffLeadership(node);
+    await this.bridges.stop();
     this.backend.detach('it is shutting down');
     if (node !== null) await node.stop().catch((err: Error) => this.log.warn('node', `stopping the node: ${err.message}`));
     await this.recovery;
@@ -295,21 +296,7 @@ export class Sidecar {
     this.state = 'recovering';
     this.log.error('sidecar', `stopping the node: ${reason}; it restarts from PostgreSQL once the database answers`);
     this.recovery = (async () => {
-      try {
-        const s = node.raft.status();
-        if (s.role === Role.Leader) {
-          const target = Object.entries(s.progress)
-            .filter(([id, p]) => s.config.voters.includes(id) && p.recentlyActive)
-            .sort((a, b) => b[1].match - a[1].match)[0]?.[0];
-          if (target !== undefined) {
-            node.raft.transferLeadership(target);
-            this.log.info('raft', `handing leadership to ${target}`);
-            await sleep(Math.min(300, this.config.raft.tickMs * this.config.raft.electionTicks));
-          }
-        }
-      } catch {
-        // already stopped
-      }
+      await this.handOffLeadership(node);
       this.backend.detach(`its PostgreSQL does not answer (${reason})`);
       await node.stop().catch(() => {});
       while (!this.stopRequested) {
@@ -328,6 +315,29 @@ export class Sidecar {
     })().finally(() => {
       this.recovery = null;
     });
+  }
+
+  /**
+   * If this node leads, asks the most caught-up, recently active voter to
+   * take over (TimeoutNow: it campaigns at once instead of after an election
+   * timeout) and waits briefly for it. Used before a planned stop and when the
+   * database is lost, so that writes pause for a round trip, not a timeout.
+   */
+  private async handOffLeadership(node: PgNode): Promise<void> {
+    try {
+      const s = node.raft.status();
+      if (s.role !== Role.Leader) return;
+      const target = Object.entries(s.progress)
+        .filter(([id, p]) => s.config.voters.includes(id) && id !== this.id && p.recentlyActive)
+        .sort((a, b) => b[1].match - a[1].match)[0]?.[0];
+      if (target === undefined) return;
+      this.log.info('raft', `handing leadership to ${target}`);
+      node.raft.transferLeadership(target);
+      const deadline = Date.now() + Math.min(1_000, this.config.raft.tickMs * this.config.raft.electionTicks);
+      while (Date.now() < deadline && node.raft.status().leader !== target) await sleep(10);
+    } catch {
+      // stopped meanwhile: nothing to hand over
+    }
   }
 
   private healthChecks(): Record<string, { ok: boolean; detail: string; critical?: boolean }> {

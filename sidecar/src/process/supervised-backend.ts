@@ -62,6 +62,14 @@ export class SupervisedBackend implements ApiBackend {
     this.membershipGuard?.(c);
     return this.need().changeMembership(c, t);
   };
+  promotionRefusal = (id: NodeId): string | null => {
+    try {
+      this.membershipGuard?.({ type: 'promote', node: id });
+      return null;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
   readIndex: ApiBackend['readIndex'] = (t) => this.need().readIndex(t);
   readBarrier: ApiBackend['readBarrier'] = (t) => this.need().readBarrier(t);
   transferLeadership: ApiBackend['transferLeadership'] = (target) => this.need().transferLeadership(target);
