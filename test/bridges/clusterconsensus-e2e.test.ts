@@ -124,12 +124,13 @@ test('clusterconsensus clients and participants work with a three-node rale clus
   const prepare = await post(`${leader.apiUrl}/_clusterc/rale/prepare`, encodePrepareRequest({ Instance: 1000, Master: { Addr: 'http://127.0.0.1:1' } }));
   t.true(decodePrepareResponse(await prepare.text()).Accepted > 1000, 'a rale node denies every foreign candidate');
 
-  // --- A participant joins as a learner; promotion is refused with a clear error.
+  // --- A participant joins as a learner; the join stops there and says why it cannot be promoted.
   const url = await participant.listen();
   const join = await post(`${follower.apiUrl}/api/v1/cluster/join`, JSON.stringify({ node_id: 'p1', address: url.replace('http://', 'clusterc://') }));
   const joinBody = await join.text();
-  t.is(join.status, 400, joinBody);
-  t.regex(joinBody, /clusterconsensus participant and cannot be promoted/);
+  t.is(join.status, 200, joinBody);
+  t.like(JSON.parse(joinBody), { node_id: 'p1', role: 'learner', changed: true });
+  t.regex(JSON.parse(joinBody).learner_reason, /clusterconsensus participant and cannot be promoted/);
   const status = (await (await fetch(`${leader.apiUrl}/api/v1/cluster/status`)).json()) as { members: Array<{ node_id: string; role: string; address: string }> };
   t.like(status.members.find((m) => m.node_id === 'p1'), { role: 'learner', address: url.replace('http://', 'clusterc://') }, 'membership records the participant and its protocol');
   await waitFor('participant started with the state', () => (participant.kv.get('colour') === 'blue' ? true : undefined));

@@ -159,14 +159,16 @@ test('Phalanx clients and a Phalanx learner on a three-node rale cluster', async
   for (const e of raleLog) t.is(fake.log[Number(e.index)]?.Term, Number(e.term), `entry ${e.index}`);
   t.is(fake.lastIndex(), Number(raleLog.at(-1)?.index));
 
-  // The learner cannot be promoted through rale's REST join.
+  // The learner cannot be promoted through rale's REST join: the join answers that it stays a learner, and why.
   const promote = await fetch(`${leader.sidecar.apiUrl}/api/v1/cluster/join`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ node_id: 'px1', address: `phalanx://127.0.0.1:${fake.port}` }),
   });
-  t.false(promote.ok);
-  t.regex(await promote.text(), /cannot become a voter/);
+  const promoted = (await promote.json()) as { role: string; changed: boolean; learner_reason?: string };
+  t.is(promote.status, 200);
+  t.like(promoted, { role: 'learner', changed: false });
+  t.regex(promoted.learner_reason ?? '', /cannot become a voter/);
   const members = (await getJson(`${leader.sidecar.apiUrl}/api/v1/cluster/status`)).body;
   t.true(JSON.stringify(members).includes('px1'));
 
