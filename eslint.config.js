@@ -2,7 +2,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'data/**', '.rale/**'] },
+  { ignores: ['node_modules/**', 'data/**', '.rale/**', '.bench-tmp/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {
