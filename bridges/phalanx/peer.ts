@@ -8,6 +8,10 @@
  *  - an accepted AppendEntries acknowledges prevIndex + len(entries), what the
  *    request proved matched, never Phalanx's LastLogIndex (which counts a
  *    possibly stale tail beyond it);
+ *  - its LeaderCommit is at most prevIndex + len(entries) too: a follower
+ *    that commits min(LeaderCommit, its last index) (the common Go rule)
+ *    would otherwise commit a stale suffix of an older term that lies beyond
+ *    the entries this request matched;
  *  - a Heartbeat becomes an AppendEntries without entries whose prev is the
  *    last (index, term) this node saw the member accept IN THE SAME TERM (the
  *    leader's log is append-only within its term, so that entry is still in
@@ -202,7 +206,9 @@ export class PhalanxPeer implements Connection {
       PrevLogIndex: m.prevIndex,
       PrevLogTerm: m.prevTerm,
       Entries: entries.length === 0 ? null : entries,
-      LeaderCommit: m.commit,
+      // Never beyond what this very request proves the member holds: Phalanx-style followers
+      // commit min(LeaderCommit, their LAST index), which may lie in a stale suffix after it.
+      LeaderCommit: Math.min(m.commit, m.prevIndex + m.entries.length),
     });
     if (response.Term > m.term) {
       await this.termNotice(m.from, response.Term);

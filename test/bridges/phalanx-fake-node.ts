@@ -36,7 +36,16 @@ export class FakePhalanxNode {
   port = 0;
   private server: http2.Http2Server | null = null;
 
-  constructor(readonly id: string) {}
+  /**
+   * How the follower bounds its commit index: 'last-new' is the Raft paper's
+   * min(LeaderCommit, index of the last new entry); 'last-index' is the rule
+   * many Go implementations write, min(LeaderCommit, last log index), which
+   * counts a stale suffix beyond what the request matched.
+   */
+  constructor(
+    readonly id: string,
+    readonly commitRule: 'last-new' | 'last-index' = 'last-new',
+  ) {}
 
   lastIndex(): number {
     return (this.log.at(-1) as LogEntry).Index;
@@ -76,7 +85,7 @@ export class FakePhalanxNode {
         break;
       }
     }
-    if (req.LeaderCommit > this.commitIndex) this.commitIndex = Math.min(req.LeaderCommit, req.PrevLogIndex + entries.length);
+    if (req.LeaderCommit > this.commitIndex) this.commitIndex = Math.min(req.LeaderCommit, this.commitRule === 'last-new' ? req.PrevLogIndex + entries.length : this.lastIndex());
     this.apply();
     return { Term: this.term, Success: true, LastLogIndex: this.lastIndex() };
   }
