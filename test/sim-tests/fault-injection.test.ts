@@ -63,6 +63,10 @@ test('commitOldTerms is caught with 5 nodes too', (t) => {
   check(t, { coreFaults: { commitOldTerms: true }, nodes: 5, mix: 'figure8', seeds: 100, expect: 'leader-completeness' });
 });
 
+test('countUnpersistedSelf (a leader counting entries it is still persisting, while its Appends leave early) breaks leader completeness with crashes', (t) => {
+  check(t, { coreFaults: { countUnpersistedSelf: true }, nodes: 3, mix: 'crashes', seeds: 400, expect: 'leader-completeness' });
+});
+
 test('a state machine that ignores its dedupe table applies retried proposals twice', (t) => {
   check(t, { ignoreDedupe: true, nodes: 3, seeds: 50, expect: 'at-most-once' });
 });

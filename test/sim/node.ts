@@ -111,6 +111,8 @@ export class SimNode {
   };
 
   private inFlight: Ready | null = null;
+  /** The Ready in flight whose messages already left when its slow persist began. */
+  private sentEarly: Ready | null = null;
   private readyScheduled = false;
   private pendingReads: ReadState[] = [];
 
@@ -245,8 +247,14 @@ export class SimNode {
     const durable = ready.snapshot !== null || ready.entries.length > 0 || ready.hardState !== null;
     if (this.slowStorage && durable) {
       // The persist is under way: nothing else of this Ready happens until it
-      // completes, and a crash before then loses all of it.
+      // completes, and a crash before then loses all of it. Except a leader's
+      // messages, which the core marks as free to leave in parallel with the
+      // persist (sendBeforePersist): they go now, as the real driver sends them.
       this.stats.slowPersists++;
+      if (ready.sendBeforePersist) {
+        for (const message of ready.messages) this.send(message);
+        this.sentEarly = ready;
+      }
       const incarnation = this.incarnation;
       const [lo, hi] = this.host.params.slowPersistDelay;
       this.host.scheduler.schedule(this.host.rng.int(lo, hi + 1), this.id, `persisted ${this.id}`, () => {
@@ -270,8 +278,9 @@ export class SimNode {
     }
     checker.persisted(this, ready.entries);
 
-    // 2. Send.
-    for (const message of ready.messages) this.send(message);
+    // 2. Send (unless they left when the persist began).
+    if (this.sentEarly !== ready) for (const message of ready.messages) this.send(message);
+    this.sentEarly = null;
 
     // 3. Restore the snapshot, then apply.
     if (ready.snapshot !== null) {

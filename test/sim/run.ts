@@ -29,7 +29,7 @@ interface Args {
   keepGoing: boolean;
 }
 
-const CORE_FAULTS = ['commitOldTerms', 'skipVoteLogCheck', 'voteTwice'] as const;
+const CORE_FAULTS = ['commitOldTerms', 'skipVoteLogCheck', 'voteTwice', 'countUnpersistedSelf'] as const;
 
 function usage(message: string): never {
   console.error(`${message}\nusage: npm run sim -- (--seed N | --seeds COUNT [--from N]) [--nodes 3|5|7] [--steps N] [--mix ${MIX_NAMES.join('|')}] [--fault NAME]... [--verbose] [--keep-going]`);

@@ -84,6 +84,8 @@ export interface FaultInjection {
   skipVoteLogCheck?: boolean;
   /** Grant a second vote in the same term. */
   voteTwice?: boolean;
+  /** Count the leader's own entries toward commit before they are persisted (while its Appends leave in parallel). */
+  countUnpersistedSelf?: boolean;
 }
 
 export interface ProposeResult {
@@ -819,7 +821,8 @@ export class RaftCore {
   /** Commits the highest index a quorum holds, if it is of this term (§5.4.2). Returns whether commit moved. */
   private maybeCommit(): boolean {
     const config = this.currentConfig();
-    const index = committedIndex(config.voters, (id) => (id === this.id ? this.log.persisted : (this.progress.get(id)?.match ?? 0)));
+    const self = this.faults.countUnpersistedSelf === true ? this.log.lastIndex : this.log.persisted;
+    const index = committedIndex(config.voters, (id) => (id === this.id ? self : (this.progress.get(id)?.match ?? 0)));
     if (index <= this.log.committed) return false;
     if (this.log.termAt(index) !== this.term && this.faults.commitOldTerms !== true) return false;
     this.log.commitTo(index);
@@ -979,12 +982,22 @@ export class RaftCore {
     const hardChanged = this.term !== this.lastHard.term || this.vote !== this.lastHard.vote;
     const hardState = hardChanged || entries.length > 0 || this.receivedSnapshot !== null ? { term: this.term, vote: this.vote, commit: this.log.committed } : null;
 
+    // A leader whose term and vote are already durable (written by an earlier
+    // Ready, advanced before this one was taken) sends only messages that
+    // depend on nothing this Ready persists: its Appends may go out while it
+    // writes the same entries to its own disk (thesis 10.2.1). Its own match
+    // is `log.persisted`, moved by advance(), so maybeCommit never counts an
+    // unpersisted self. Any term or vote change (a step down, a vote) makes
+    // every message of the Ready wait for the persist.
+    const sendBeforePersist = this.role === Role.Leader && !hardChanged && this.receivedSnapshot === null;
+
     const ready: Ready = {
       softState: softChanged ? soft : null,
       hardState,
       entries,
       snapshot: this.receivedSnapshot,
       messages: this.outbox,
+      sendBeforePersist,
       committedEntries,
       readStates: this.readStates,
       fetches: this.fetchRequests,

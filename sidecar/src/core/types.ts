@@ -242,6 +242,15 @@ export interface Ready {
   entries: Entry[];
   snapshot: Snapshot | null;
   messages: Message[];
+  /**
+   * True when `messages` may leave before this Ready's persist completes (in
+   * parallel with it): they are a leader's, and its term and vote were made
+   * durable by an earlier Ready. The leader's own copy of `entries` counts
+   * toward commit only after `advance`, so sending them early never lets an
+   * entry commit without a durable majority. When false (votes, follower
+   * acknowledgements, a new term), messages leave only after the persist.
+   */
+  sendBeforePersist: boolean;
   committedEntries: Entry[];
   readStates: ReadState[];
   fetches: LogFetch[];
