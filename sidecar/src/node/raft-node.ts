@@ -4,11 +4,19 @@
  * core's Ready batches strictly one at a time:
  *
  *   persist (snapshot, entries, hard state) -> restore snapshot data ->
- *   send messages -> apply committed entries -> answer reads -> advance
+ *   send messages -> queue committed entries to apply -> answer reads -> advance
+ *
+ * Applying runs off the loop, batch after batch in log order (enqueueApply),
+ * so that the next persist overlaps it; `applied` and waitApplied follow
+ * the state machine, not the core.
  *
  * Messages leave only after everything they depend on is durable (a vote
  * after the vote is saved, an append acknowledgement after the entries are),
- * which is what makes an acknowledged write survive any single crash.
+ * which is what makes an acknowledged write survive any single crash. The
+ * one exception is the core's to grant: a leader whose term and vote are
+ * already durable sends its Appends while it persists the same entries
+ * (Ready.sendBeforePersist); its own copy counts toward commit only after
+ * advance().
  */
 import { EventEmitter } from 'node:events';
 import { randomInt as cryptoRandomInt, randomUUID } from 'node:crypto';
@@ -75,6 +83,8 @@ interface ForwardedProposal {
 }
 
 const MAX_FORWARD_HOPS = 2;
+/** Committed batches handed to the state machine and not yet applied, at most (see enqueueApply). */
+const MAX_APPLIES_IN_FLIGHT = 2;
 
 /**
  * Events: 'role' (role), 'leader' (leader id or null), 'follower' / 'candidate'
@@ -97,6 +107,11 @@ export class RaftNode extends EventEmitter {
   private readonly readWaiters = new Map<string, Waiter<number>>();
   private lastSnapshotIndex = 0;
   private readCounter = 0;
+  /** What the state machine has applied (the core's applied index may run ahead by the batches in `applying`). */
+  private applied = 0;
+  /** The apply pipeline: batches apply one after another, in log order, off the Ready loop. */
+  private applying: Promise<void> = Promise.resolve();
+  private appliesInFlight = 0;
 
   constructor(options: RaftNodeOptions) {
     super();
@@ -133,6 +148,7 @@ export class RaftNode extends EventEmitter {
       applied = snapshot.meta.index;
     }
     const state: StorageState = { ...loaded, applied };
+    this.applied = applied;
     this.lastSnapshotIndex = loaded.snapshot.index;
     for (const entry of loaded.configEntries) this.learnAddress(entry);
     const seed = this.options.seed ?? cryptoRandomInt(0, 2 ** 31);
@@ -153,8 +169,10 @@ export class RaftNode extends EventEmitter {
     this.proposalWaiters.clear();
     this.appliedWaiters = [];
     this.readWaiters.clear();
-    // Let a Ready in progress finish its storage writes before closing storage.
+    // Let a Ready in progress finish its storage writes, and the applies under
+    // way finish theirs, before closing storage.
     while (this.processing) await new Promise((resolve) => setTimeout(resolve, 1));
+    await this.applying.catch(() => {});
     await this.options.transport.close();
     for (const c of this.connections.values()) await c.close().catch(() => {});
     this.emit('stopped');
@@ -168,8 +186,9 @@ export class RaftNode extends EventEmitter {
 
   // ---------------------------------------------------------------- queries
 
+  /** The core's status; `applied` is what the state machine has applied (applies run off the Ready loop). */
   status(): CoreStatus {
-    return this.requireCore().status();
+    return { ...this.requireCore().status(), applied: this.applied };
   }
 
   get role(): Role {
@@ -338,8 +357,8 @@ export class RaftNode extends EventEmitter {
 
   /** Resolves once the local applied index reaches `index`. */
   waitApplied(index: number, timeoutMs = this.options.requestTimeoutMs ?? 5000): Promise<number> {
-    const core = this.requireCore();
-    if (core.appliedIndex >= index) return Promise.resolve(core.appliedIndex);
+    this.requireCore();
+    if (this.applied >= index) return Promise.resolve(this.applied);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.appliedWaiters = this.appliedWaiters.filter((w) => w.timer !== timer);
@@ -429,6 +448,10 @@ export class RaftNode extends EventEmitter {
     const core = this.core as RaftCore;
     try {
       while (!this.stopped && core.hasReady()) {
+        // Backpressure: at most MAX_APPLIES_IN_FLIGHT batches wait to apply;
+        // meanwhile commits accumulate into the next, larger, batch.
+        while (this.appliesInFlight >= MAX_APPLIES_IN_FLIGHT && !this.stopped) await this.applying.catch(() => {});
+        if (this.stopped) break;
         const ready = core.ready();
         await this.handleReady(core, ready);
         core.advance(ready);
@@ -447,19 +470,24 @@ export class RaftNode extends EventEmitter {
 
   private async handleReady(core: RaftCore, ready: Ready): Promise<void> {
     const { log, stateMachine } = this.options;
+    for (const entry of ready.entries) this.learnAddress(entry);
+    // A leader's Appends leave while it persists the same entries (the core
+    // says when that is safe: see Ready.sendBeforePersist); everything else
+    // leaves only once the persist is durable.
+    if (ready.sendBeforePersist) this.sendMessages(core, ready.messages);
     if (ready.snapshot !== null || ready.entries.length > 0 || ready.hardState !== null) {
       await log.persist({ snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState });
     }
     if (ready.snapshot !== null) {
+      // The snapshot replaces the state machine: every earlier apply first.
+      await this.applying;
       await stateMachine.restore(ready.snapshot.meta, ready.snapshot.data);
       this.lastSnapshotIndex = ready.snapshot.meta.index;
+      this.applied = Math.max(this.applied, ready.snapshot.meta.index);
+      this.settleAppliedWaiters();
     }
-    for (const entry of ready.entries) this.learnAddress(entry);
-    this.sendMessages(core, ready.messages);
-    if (ready.committedEntries.length > 0) {
-      const results = await stateMachine.apply(ready.committedEntries);
-      this.onApplied(ready.committedEntries, results);
-    }
+    if (!ready.sendBeforePersist) this.sendMessages(core, ready.messages);
+    if (ready.committedEntries.length > 0) this.enqueueApply(ready.committedEntries);
     for (const rs of ready.readStates) {
       const w = this.readWaiters.get(rs.context);
       if (w !== undefined) {
@@ -470,6 +498,35 @@ export class RaftNode extends EventEmitter {
     }
     for (const fetch of ready.fetches) void this.answerFetch(core, fetch);
     if (ready.softState !== null) this.emitRole(ready.softState.role, ready.softState.leader);
+  }
+
+  /**
+   * Applies committed entries after every batch before them, without holding
+   * up the Ready loop: the next persist (and, on a follower, its next
+   * acknowledgement) overlaps this apply. Entries are durable in the local
+   * log already (they were persisted by an earlier Ready, which the loop
+   * awaited), so a crash before the apply commits only means applying them
+   * again from the log, once. A failed apply stops the node, as a failed
+   * persist does: later batches in the chain never run.
+   */
+  private enqueueApply(entries: Entry[]): void {
+    const { stateMachine } = this.options;
+    this.appliesInFlight++;
+    const next = this.applying.then(async () => {
+      if (this.stopped) throw new RaleError('STOPPED', `node ${this.id} stopped`);
+      const results = await stateMachine.apply(entries);
+      this.onApplied(entries, results);
+    });
+    this.applying = next;
+    next.then(
+      () => this.appliesInFlight--,
+      (err: unknown) => {
+        this.appliesInFlight--;
+        if (this.stopped) return;
+        this.emit('error', err);
+        void this.stop();
+      },
+    );
   }
 
   private learnAddress(entry: Entry): void {
@@ -543,7 +600,12 @@ export class RaftNode extends EventEmitter {
       if (entry.term === waiter.term) waiter.resolve({ ...result, term: entry.term });
       else waiter.reject(new RaleError('PROPOSAL_DROPPED', `entry ${entry.index} of term ${waiter.term} was replaced by a new leader`, { index: entry.index }));
     }
-    const applied = entries[entries.length - 1]?.index ?? 0;
+    this.applied = Math.max(this.applied, entries[entries.length - 1]?.index ?? 0);
+    this.settleAppliedWaiters();
+  }
+
+  private settleAppliedWaiters(): void {
+    const applied = this.applied;
     const still: typeof this.appliedWaiters = [];
     for (const w of this.appliedWaiters) {
       if (w.index <= applied) {
