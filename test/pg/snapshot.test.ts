@@ -69,7 +69,11 @@ test.serial('a node joining after compaction is brought up to date from a snapsh
   t.is(expected.visits.length, 5);
   t.deepEqual(await dump(extraDb), expected);
   t.true((await extraDb.query('SELECT index FROM rale.snapshot')).rows.length === 1, 'the joiner stored the snapshot it installed');
-  const members = (await db.query(`SELECT node_id, role FROM rale.members ORDER BY node_id`)).rows;
+  // rale.members is republished every 100 ms: the join may have completed sooner.
+  const members = await waitFor('node4 listed in rale.members', async () => {
+    const rows = (await db.query(`SELECT node_id, role FROM rale.members ORDER BY node_id`)).rows;
+    return rows.some((r) => r.node_id === 'node4') ? rows : null;
+  });
   t.deepEqual(members.at(-1), { node_id: 'node4', role: 'learner' });
 
   // Promote it, write once more, and see it apply there too.

@@ -45,6 +45,21 @@ export interface PumpOptions {
   onError?: (err: Error) => void;
 }
 
+/** The second look after the pump sets its sleeping flag (see run()). */
+const RECHECK_MS = 3;
+
+interface Submitted {
+  done: Array<{ id: string; index: number; term: number }>;
+  rejected: Array<{ id: string; error: string }>;
+  /** Highest log index used: the batch is released once it is applied here. */
+  highest: number;
+}
+
+function positiveInt(n: number, name: string): number {
+  if (!Number.isSafeInteger(n) || n <= 0) throw new RaleError('INVALID_ARGUMENT', `pump option ${name} must be a positive integer, got ${n}`);
+  return n;
+}
+
 interface ProposalRow {
   id: string;
   command: unknown;
@@ -57,6 +72,8 @@ export class ProposalPump {
   private running = false;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
+  /** A wake-up arrived while the loop was not sleeping (it may have been mid-look): the next sleep returns at once. */
+  private poked = false;
   private lastCleanup = 0;
   private readonly inflight = new Set<Promise<void>>();
   /** Proposals moved into Raft since start (for metrics). */
@@ -97,11 +114,17 @@ export class ProposalPump {
     this.subscriber = null;
   }
 
-  /** Wakes the loop if it sleeps. */
+  /**
+   * Wakes the loop if it sleeps; otherwise the loop's next sleep returns at
+   * once. (A notification that lands while a look is under way may concern
+   * a row that look's snapshot did not see: losing it stalled a waiter for
+   * the whole idle timeout.)
+   */
   poke(): void {
     const wake = this.wake;
     this.wake = null;
-    wake?.();
+    if (wake) wake();
+    else this.poked = true;
   }
 
   private async run(): Promise<void> {
@@ -119,8 +142,20 @@ export class ProposalPump {
         // Idle: say so, look once more (a proposer may have read the flag just
         // before it was set, and not notified), then wait for a wake-up.
         await pool.query('UPDATE rale.pump SET sleeping = true');
-        const found = await this.takeAndSubmit();
-        if (!found) await this.sleep(this.options.idleWaitMs);
+        let found = await this.takeAndSubmit();
+        if (!found) {
+          // Proposers read the flag at their commit (a deferred trigger): one
+          // that read it just before it was set may commit just after the look
+          // above. One more look shortly after covers that instant.
+          await this.sleep(RECHECK_MS);
+          if (this.running) found = await this.takeAndSubmit();
+        }
+        if (!found) {
+          await this.sleep(this.options.idleWaitMs);
+          // Woken (or timed out): take what came first, clear the flag after.
+          // Until it is cleared proposers still notify, which only pokes us.
+          if (this.running) found = await this.takeAndSubmit();
+        }
         await pool.query('UPDATE rale.pump SET sleeping = false');
         await this.maybeCleanup();
       } catch (err) {
@@ -139,16 +174,15 @@ export class ProposalPump {
    */
   private async takeAndSubmit(): Promise<boolean> {
     const client = await this.options.pool.connect();
-    let highest: number;
+    let submitted: Submitted;
     try {
-      await client.query('BEGIN');
       const rows = await this.takeBatch(client);
       if (rows.length === 0) {
         await client.query('COMMIT');
         client.release();
         return false;
       }
-      highest = await this.submit(client, rows);
+      submitted = await this.submit(rows);
     } catch (err) {
       // Entries may already be in Raft: the rows stay pending and are
       // resubmitted, which the results table makes harmless.
@@ -156,17 +190,20 @@ export class ProposalPump {
       client.release();
       throw err;
     }
-    // The holder owns the transaction and the connection from here on.
-    const held = this.holdUntilApplied(client, highest);
+    // The holder owns the transaction and the connection from here on: it
+    // records the submission and keeps the row locks until the batch is
+    // applied here, while this loop goes on taking the next batch.
+    const held = this.holdUntilApplied(client, submitted);
     this.inflight.add(held);
     void held.finally(() => this.inflight.delete(held));
     return true;
   }
 
-  private holdUntilApplied(client: pg.PoolClient, highest: number): Promise<void> {
+  private holdUntilApplied(client: pg.PoolClient, submitted: Submitted): Promise<void> {
     return (async () => {
       try {
-        if (highest > 0) await this.options.node.waitApplied(highest, this.options.resubmitAfterMs).catch(() => {});
+        await this.record(client, submitted);
+        if (submitted.highest > 0) await this.options.node.waitApplied(submitted.highest, this.options.resubmitAfterMs).catch(() => {});
         await client.query('COMMIT');
       } catch (err) {
         this.options.onError?.(err as Error);
@@ -178,6 +215,10 @@ export class ProposalPump {
   }
 
   private sleep(ms: number): Promise<void> {
+    if (this.poked) {
+      this.poked = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.wake = null;
@@ -190,22 +231,34 @@ export class ProposalPump {
     });
   }
 
+  /**
+   * Opens the batch's transaction and takes the batch, in one round trip.
+   * The transaction commits asynchronously: it only records that rows were
+   * handed to Raft (a lost commit makes them pending again, and resubmitting
+   * is harmless), and its commit is on the path that wakes rale.wait.
+   */
   private async takeBatch(client: pg.PoolClient): Promise<ProposalRow[]> {
     // SKIP LOCKED: rows of batches still in flight are locked by their holders.
-    const { rows } = await client.query<ProposalRow>(
-      `SELECT id, command, kind FROM rale.proposals p
+    // One simple-protocol query (three statements, one round trip): the two
+    // numbers are validated integers, inlined as literals.
+    // Every wake-up so far concerns rows committed before this look: it sees them.
+    this.poked = false;
+    const limit = positiveInt(this.options.batchSize, 'batchSize');
+    const resubmitMs = positiveInt(this.options.resubmitAfterMs, 'resubmitAfterMs');
+    const results = (await client.query(
+      `BEGIN; SET LOCAL synchronous_commit = off;
+       SELECT id, command, kind FROM rale.proposals p
        WHERE state = 'pending'
-          OR (state = 'submitted' AND submitted_at < clock_timestamp() - make_interval(secs => $2 / 1000.0)
+          OR (state = 'submitted' AND submitted_at < clock_timestamp() - make_interval(secs => ${resubmitMs} / 1000.0)
               AND NOT EXISTS (SELECT 1 FROM rale.results r WHERE r.proposal_id = p.id::text))
-       ORDER BY created_at LIMIT $1
+       ORDER BY created_at LIMIT ${limit}
        FOR UPDATE SKIP LOCKED`,
-      [this.options.batchSize, this.options.resubmitAfterMs],
-    );
-    return rows;
+    )) as unknown as Array<pg.QueryResult<ProposalRow>>;
+    return results[2]?.rows ?? [];
   }
 
-  /** Hands rows to Raft and records that in the batch's transaction. Returns the highest log index used. */
-  private async submit(client: pg.PoolClient, rows: ProposalRow[]): Promise<number> {
+  /** Hands rows to Raft. Returns what to record in the batch's transaction. */
+  private async submit(rows: ProposalRow[]): Promise<Submitted> {
     const { node } = this.options;
     const commands = rows.filter((r) => r.kind === 'command');
     const done: Array<{ id: string; index: number; term: number }> = [];
@@ -224,13 +277,18 @@ export class ProposalPump {
         // CONFIG_CHANGE_PENDING: stays pending, tried again next round.
       }
     }
+    this.submitted += done.length;
+    return { done, rejected, highest: Math.max(0, ...done.map((d) => d.index)) };
+  }
+
+  /** Records in the batch's transaction which rows went into Raft (at which position) and which Raft refused. */
+  private async record(client: pg.PoolClient, { done, rejected }: Submitted): Promise<void> {
     if (done.length > 0) {
       await client.query(
         `UPDATE rale.proposals p SET state = 'submitted', submitted_at = clock_timestamp(), attempts = attempts + 1, index = u.index, term = u.term
          FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, index, term) WHERE p.id = u.id`,
         [done.map((d) => d.id), done.map((d) => d.index), done.map((d) => d.term)],
       );
-      this.submitted += done.length;
     }
     if (rejected.length > 0) {
       await client.query(
@@ -238,7 +296,6 @@ export class ProposalPump {
         [rejected.map((d) => d.id), rejected.map((d) => d.error)],
       );
     }
-    return Math.max(0, ...done.map((d) => d.index));
   }
 
   /** Drops outbox rows whose result is recorded (at most once a second). */

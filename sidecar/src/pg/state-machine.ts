@@ -46,9 +46,19 @@ interface SnapshotImage {
   tables: Record<string, unknown[]>;
 }
 
-type Outcome = Omit<ApplyResult, 'index'>;
-
-const RESULTS_PRUNE_EVERY = 1000;
+/**
+ * What rale.apply_entries does with one entry (see 0003_fast_path.sql). JSON
+ * values travel as JSON text made by JSON.stringify, as they always did.
+ */
+interface EntryPlan {
+  action: 'noop' | 'bad' | 'config' | 'fail' | 'set' | 'delete' | 'cas' | 'call' | 'register';
+  id?: string | null;
+  key?: string;
+  value?: string;
+  /** cas only: JSON text, or absent for "the key must be absent". */
+  expected?: string | null;
+  error?: string;
+}
 
 export class PgStateMachine implements StateMachine {
   readonly pool: pg.Pool;
@@ -56,7 +66,14 @@ export class PgStateMachine implements StateMachine {
 
   constructor(options: PgStateMachineOptions) {
     const base = typeof options.connection === 'string' ? { connectionString: options.connection } : options.connection;
-    this.pool = new pg.Pool({ ...base, max: options.maxConnections ?? 2, types: pgTypes });
+    this.pool = new pg.Pool({
+      ...base,
+      // A batch is applied by one statement: a local statement_timeout must not
+      // cut it (it would stop the node), whatever the server or role default.
+      options: [base.options, '-c statement_timeout=0'].filter(Boolean).join(' '),
+      max: options.maxConnections ?? 2,
+      types: pgTypes,
+    });
     this.pool.on('error', () => {
       // An idle connection died (server restart): the next query reconnects.
     });
@@ -76,177 +93,49 @@ export class PgStateMachine implements StateMachine {
     return rows[0]?.index ?? 0;
   }
 
+  /**
+   * Applies a batch in ONE statement, rale.apply_entries
+   * (sql/migrations/0003_fast_path.sql): one round trip and one implicit
+   * transaction, which locks and advances rale.applied, skips what is
+   * already applied, dedupes proposal ids, applies runs of kv set/delete
+   * set-based, calls handlers in subtransactions and records outcomes. Here
+   * the entries are decoded and the commands' shapes checked (the error
+   * texts of malformed commands are made here).
+   */
   async apply(entries: Entry[]): Promise<ApplyResult[]> {
     if (entries.length === 0) return [];
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      if (!this.synchronousApply) await client.query('SET LOCAL synchronous_commit = off');
-      const { rows } = await client.query<{ index: number }>('SELECT index FROM rale.applied FOR UPDATE');
-      const applied = rows[0]?.index ?? 0;
-      const fresh = entries.filter((e) => e.index > applied);
-      const out: ApplyResult[] = [];
-      const decoded = fresh.map((entry) => ({ entry, envelope: entry.kind === EntryKind.Normal ? safeDecode(entry.data) : null }));
-      const ids = decoded.flatMap((d) => (d.envelope && typeof d.envelope !== 'string' ? [d.envelope.id] : []));
-      const seen = new Map<string, Outcome>();
-      if (ids.length > 0) {
-        const prior = await client.query<{ proposal_id: string; status: string; result: unknown; error: string | null }>(
-          'SELECT proposal_id, status, result, error FROM rale.results WHERE proposal_id = ANY($1::text[])',
-          [ids],
-        );
-        for (const r of prior.rows) seen.set(r.proposal_id, toOutcome(r.status, r.result, r.error));
-      }
-      const newResults: Array<{ id: string; index: number; term: number; outcome: Outcome }> = [];
-      for (const { entry, envelope } of decoded) {
-        if (entry.kind === EntryKind.Config) {
-          const id = configChangeId(entry);
-          if (id !== null && !seen.has(id)) {
-            const outcome: Outcome = { status: 'ok', result: null };
-            seen.set(id, outcome);
-            newResults.push({ id, index: entry.index, term: entry.term, outcome });
-          }
-          out.push({ index: entry.index, status: 'ok', result: null });
-          continue;
-        }
-        if (entry.kind !== EntryKind.Normal) {
-          out.push({ index: entry.index, status: 'ok', result: null });
-          continue;
-        }
-        if (envelope === null || typeof envelope === 'string') {
-          out.push({ index: entry.index, status: 'failed', error: envelope ?? 'not a command envelope' });
-          continue;
-        }
-        const previous = seen.get(envelope.id);
-        if (previous !== undefined) {
-          out.push({ index: entry.index, ...previous }); // a duplicate: same answer, no effect
-          continue;
-        }
-        const outcome = await this.applyCommand(client, entry, envelope.command);
-        seen.set(envelope.id, outcome);
-        newResults.push({ id: envelope.id, index: entry.index, term: entry.term, outcome });
-        out.push({ index: entry.index, ...outcome });
-      }
-      if (newResults.length > 0) {
-        await client.query(
-          `INSERT INTO rale.results (proposal_id, index, term, status, result, error)
-           SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::jsonb[], $6::text[])`,
-          [
-            newResults.map((r) => r.id),
-            newResults.map((r) => r.index),
-            newResults.map((r) => r.term),
-            newResults.map((r) => (r.outcome.status === 'ok' ? 'applied' : 'failed')),
-            newResults.map((r) => (r.outcome.result === undefined ? null : JSON.stringify(r.outcome.result))),
-            newResults.map((r) => r.outcome.error ?? null),
-          ],
-        );
-      }
-      const last = entries[entries.length - 1] as Entry;
-      if (last.index > applied) {
-        await client.query('UPDATE rale.applied SET index = $1, term = $2', [last.index, last.term]);
-        await this.maybePruneResults(client, applied, last.index);
-      }
-      await client.query('COMMIT');
-      return out;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
-  }
-
-  /** Keeps rale.results bounded, deterministically: the same rows go at the same index on every node. */
-  private async maybePruneResults(client: pg.PoolClient, from: number, to: number): Promise<void> {
-    if (Math.floor(from / RESULTS_PRUNE_EVERY) === Math.floor(to / RESULTS_PRUNE_EVERY)) return;
-    await client.query(
-      `DELETE FROM rale.results WHERE index < $1 - coalesce((SELECT (value #>> '{}')::bigint FROM rale.settings WHERE key = 'results_retention_entries'), 1000000)`,
-      [Math.floor(to / RESULTS_PRUNE_EVERY) * RESULTS_PRUNE_EVERY],
+    const n = entries.length;
+    const cols = {
+      index: new Array<number>(n),
+      term: new Array<number>(n),
+      id: new Array<string | null>(n),
+      action: new Array<string>(n),
+      key: new Array<string | null>(n),
+      value: new Array<string | null>(n),
+      expected: new Array<string | null>(n),
+      error: new Array<string | null>(n),
+    };
+    entries.forEach((entry, k) => {
+      const plan = planEntry(entry);
+      cols.index[k] = entry.index;
+      cols.term[k] = entry.term;
+      cols.id[k] = plan.id ?? null;
+      cols.action[k] = plan.action;
+      cols.key[k] = plan.key ?? null;
+      cols.value[k] = plan.value ?? null;
+      cols.expected[k] = plan.expected ?? null;
+      cols.error[k] = plan.error ?? null;
+    });
+    const { rows } = await this.pool.query<{ entry_index: number; outcome_status: string; outcome_result: unknown; outcome_error: string | null }>({
+      name: 'rale-apply-entries',
+      text: 'SELECT * FROM rale.apply_entries($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::boolean)',
+      values: [cols.index, cols.term, cols.id, cols.action, cols.key, cols.value, cols.expected, cols.error, this.synchronousApply],
+    });
+    return rows.map((r) =>
+      r.outcome_status === 'ok'
+        ? { index: r.entry_index, status: 'ok' as const, result: r.outcome_result }
+        : { index: r.entry_index, status: 'failed' as const, error: r.outcome_error ?? 'failed' },
     );
-  }
-
-  private async applyCommand(client: pg.PoolClient, entry: Entry, command: unknown): Promise<Outcome> {
-    if (command === null || typeof command !== 'object') return { status: 'failed', error: 'a command must be a JSON object' };
-    const c = command as Record<string, unknown>;
-    const key = typeof c.key === 'string' ? c.key : null;
-    switch (c.op) {
-      case 'set':
-        if (key === null || !('value' in c)) return { status: 'failed', error: 'set needs a string key and a value' };
-        await client.query(
-          `INSERT INTO rale.kv (key, value, version) VALUES ($1, $2::jsonb, $3)
-           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version`,
-          [key, JSON.stringify(c.value), entry.index],
-        );
-        return { status: 'ok', result: { ok: true } };
-      case 'delete': {
-        if (key === null) return { status: 'failed', error: 'delete needs a string key' };
-        const r = await client.query('DELETE FROM rale.kv WHERE key = $1', [key]);
-        return { status: 'ok', result: { ok: true, existed: (r.rowCount ?? 0) > 0 } };
-      }
-      case 'cas': {
-        if (key === null || !('value' in c)) return { status: 'failed', error: 'cas needs a string key, expected and value' };
-        const expected = c.expected ?? null;
-        const r =
-          expected === null
-            ? await client.query('INSERT INTO rale.kv (key, value, version) VALUES ($1, $2::jsonb, $3) ON CONFLICT (key) DO NOTHING', [
-                key,
-                JSON.stringify(c.value),
-                entry.index,
-              ])
-            : await client.query('UPDATE rale.kv SET value = $2::jsonb, version = $3 WHERE key = $1 AND value = $4::jsonb', [
-                key,
-                JSON.stringify(c.value),
-                entry.index,
-                JSON.stringify(expected),
-              ]);
-        if ((r.rowCount ?? 0) > 0) return { status: 'ok', result: { ok: true } };
-        const current = await client.query<{ value: unknown }>('SELECT value FROM rale.kv WHERE key = $1', [key]);
-        return { status: 'ok', result: { ok: false, current: current.rows[0]?.value ?? null } };
-      }
-      case 'call':
-        return this.callHandler(client, c);
-      case 'register_handler':
-        return this.registerHandler(client, entry, c);
-      default:
-        return { status: 'failed', error: `unknown command op ${JSON.stringify(c.op)}` };
-    }
-  }
-
-  /**
-   * Runs a registered handler inside a savepoint: if it raises, its effects
-   * roll back, the error becomes the entry's result, and later entries still
-   * apply. The function to call comes from rale.handlers (replicated), never
-   * from the proposal: no SQL text from a proposal is ever executed.
-   */
-  private async callHandler(client: pg.PoolClient, c: Record<string, unknown>): Promise<Outcome> {
-    const name = typeof c.handler === 'string' ? c.handler : null;
-    if (name === null) return { status: 'failed', error: 'call needs a handler name' };
-    const handler = await client.query<{ fn: string | null }>('SELECT to_regprocedure(function)::regproc::text AS fn FROM rale.handlers WHERE name = $1', [name]);
-    const row = handler.rows[0];
-    if (row === undefined) return { status: 'failed', error: `no handler is registered under the name "${name}"` };
-    if (row.fn === null) return { status: 'failed', error: `the function of handler "${name}" does not exist on this node` };
-    await client.query('SAVEPOINT rale_handler');
-    try {
-      // row.fn is regproc output: a quoted, schema-qualified identifier.
-      const r = await client.query<{ result: unknown }>(`SELECT ${row.fn}($1::jsonb) AS result`, [JSON.stringify(c.payload ?? null)]);
-      await client.query('RELEASE SAVEPOINT rale_handler');
-      return { status: 'ok', result: r.rows[0]?.result ?? null };
-    } catch (err) {
-      await client.query('ROLLBACK TO SAVEPOINT rale_handler');
-      return { status: 'failed', error: (err as Error).message };
-    }
-  }
-
-  private async registerHandler(client: pg.PoolClient, entry: Entry, c: Record<string, unknown>): Promise<Outcome> {
-    const name = typeof c.name === 'string' ? c.name : null;
-    const fn = typeof c.function === 'string' ? c.function : null;
-    const tables = Array.isArray(c.tables) ? c.tables.filter((t): t is string => typeof t === 'string') : [];
-    if (name === null || fn === null) return { status: 'failed', error: 'register_handler needs a name and a function' };
-    await client.query(
-      `INSERT INTO rale.handlers (name, function, tables, registered_index) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (name) DO UPDATE SET function = EXCLUDED.function, tables = EXCLUDED.tables, registered_index = EXCLUDED.registered_index`,
-      [name, fn, tables, entry.index],
-    );
-    return { status: 'ok', result: { registered: name } };
   }
 
   async snapshot(): Promise<{ index: number; term: number; data: Uint8Array }> {
@@ -323,6 +212,46 @@ export class PgStateMachine implements StateMachine {
   }
 }
 
+/** Decodes an entry and checks its command's shape; the database does the rest. */
+export function planEntry(entry: Entry): EntryPlan {
+  if (entry.kind === EntryKind.Config) return { action: 'config', id: configChangeId(entry) };
+  if (entry.kind !== EntryKind.Normal) return { action: 'noop' };
+  const envelope = safeDecode(entry.data);
+  if (typeof envelope === 'string') return { action: 'bad', error: envelope };
+  const id = envelope.id;
+  const command = envelope.command;
+  if (command === null || typeof command !== 'object') return { action: 'fail', id, error: 'a command must be a JSON object' };
+  const c = command as Record<string, unknown>;
+  const key = typeof c.key === 'string' ? c.key : null;
+  switch (c.op) {
+    case 'set':
+      if (key === null || !('value' in c)) return { action: 'fail', id, error: 'set needs a string key and a value' };
+      return { action: 'set', id, key, value: JSON.stringify(c.value) };
+    case 'delete':
+      if (key === null) return { action: 'fail', id, error: 'delete needs a string key' };
+      return { action: 'delete', id, key };
+    case 'cas': {
+      if (key === null || !('value' in c)) return { action: 'fail', id, error: 'cas needs a string key, expected and value' };
+      const expected = c.expected ?? null;
+      return { action: 'cas', id, key, value: JSON.stringify(c.value), expected: expected === null ? null : JSON.stringify(expected) };
+    }
+    case 'call': {
+      const name = typeof c.handler === 'string' ? c.handler : null;
+      if (name === null) return { action: 'fail', id, error: 'call needs a handler name' };
+      return { action: 'call', id, key: name, value: JSON.stringify(c.payload ?? null) };
+    }
+    case 'register_handler': {
+      const name = typeof c.name === 'string' ? c.name : null;
+      const fn = typeof c.function === 'string' ? c.function : null;
+      const tables = Array.isArray(c.tables) ? c.tables.filter((t): t is string => typeof t === 'string') : [];
+      if (name === null || fn === null) return { action: 'fail', id, error: 'register_handler needs a name and a function' };
+      return { action: 'register', id, key: name, value: JSON.stringify({ function: fn, tables }) };
+    }
+    default:
+      return { action: 'fail', id, error: `unknown command op ${JSON.stringify(c.op)}` };
+  }
+}
+
 function safeDecode(data: Uint8Array): ReturnType<typeof decodeCommand> | string {
   try {
     return decodeCommand(data);
@@ -339,9 +268,6 @@ function configChangeId(entry: Entry): string | null {
   }
 }
 
-function toOutcome(status: string, result: unknown, error: string | null): Outcome {
-  return status === 'applied' ? { status: 'ok', result } : { status: 'failed', error: error ?? 'failed' };
-}
 
 /**
  * The quoted, schema-qualified name of an existing table, as PostgreSQL

@@ -70,6 +70,12 @@ const SQL = {
       `INSERT INTO ${T.hardState} (id, term, vote, commit) VALUES (true, $1, $2, $3) ` +
       `ON CONFLICT (id) DO UPDATE SET term = excluded.term, vote = excluded.vote, commit = excluded.commit`,
   },
+  // The common persist (no snapshot) in one statement and one round trip:
+  // sql/migrations/0003_fast_path.sql. Autocommit: one implicit transaction.
+  append: {
+    name: 'rale-log-append',
+    text: `SELECT ${SCHEMA}.log_append($1::bigint[], $2::bigint[], $3::smallint[], $4::bytea[], $5::text[], $6::bigint, $7::text, $8::bigint)`,
+  },
   upsertSnapshot: {
     name: 'rale-snapshot-upsert',
     text:
@@ -116,7 +122,10 @@ function toConfig(value: unknown): ClusterConfig {
 
 /** Turns "relation does not exist" into what to do about it. */
 function explain(err: unknown): unknown {
-  if ((err as { code?: string }).code === '42P01') {
+  const code = (err as { code?: string }).code;
+  // RL001: rale.log_append refused a batch that would leave a hole (nothing was written).
+  if (code === 'RL001') return new RaleError('STORAGE', (err as Error).message);
+  if (code === '42P01' || code === '42883' || code === '3F000') {
     return new RaleError(
       'STORAGE',
       `rale's storage tables are missing in this database (${(err as Error).message}): ` +
@@ -236,6 +245,21 @@ export class PgLogStorage implements LogStorage {
   async persist(batch: PersistBatch): Promise<void> {
     // Validate before queueing: a malformed batch fails without touching the database.
     checkEntries(batch.entries);
+    if (batch.snapshot === null) {
+      // The hot path: one statement (rale.log_append), one round trip, its
+      // own implicit transaction, committed synchronously.
+      const h = batch.hardState;
+      const e = batch.entries;
+      await this.write(() =>
+        this.pool
+          .query({
+            ...SQL.append,
+            values: [e.map((x) => x.index), e.map((x) => x.term), e.map((x) => x.kind), e.map((x) => x.data), e.map((x) => x.leader ?? null), h?.term ?? null, h?.vote ?? null, h?.commit ?? null],
+          })
+          .catch((err: unknown) => Promise.reject(explain(err))),
+      );
+      return;
+    }
     await this.write(() =>
       this.transaction(async (c) => {
         if (batch.snapshot) {
