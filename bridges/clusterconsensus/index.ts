@@ -115,6 +115,8 @@ export function checkMembershipChange(change: ConfigChange, members: BridgeMembe
 export function createClusterConsensusBridge(ctx: BridgeContext): Bridge {
   const options = parseOptions(ctx.options);
   const links = new Map<NodeId, ParticipantLink>();
+  /** Highest clusterconsensus instance used per participant (outlives a link: see ParticipantLink). */
+  const instances = new Map<NodeId, number>();
   const unsubscribe: Array<() => void> = [];
 
   const submit = async (changes: Array<Uint8Array | null> | null): Promise<GenericResponse> => {
@@ -154,7 +156,7 @@ export function createClusterConsensusBridge(ctx: BridgeContext): Bridge {
   ctx.mountHttp('/_clusterc', createClusterConsensusHandler({ clusterId: options.clusterId, maxBodyBytes: options.maxBodyBytes, handlers: { submit, prepare, refuseParticipantOp } }), { auth: false });
 
   ctx.registerPeerScheme(PARTICIPANT_SCHEME, (peer, address) => {
-    const link = new ParticipantLink(ctx, options, peer, address);
+    const link = new ParticipantLink(ctx, options, peer, address, instances);
     links.get(peer)?.reset();
     links.set(peer, link);
     return link;

@@ -19,8 +19,9 @@
  *   and counts toward no quorum (it is a learner; promotion is refused).
  *
  * Sessions. The first leader message of a term, and any failed call, starts
- * a new session: prepare(instance) with instance = the leader's term (or one
- * above what the participant already holds), a pure accept(instance, 0) to
+ * a new session: prepare(instance) with instance in the leader's term's
+ * range (term * INSTANCES_PER_TERM, then one above what was used or what the
+ * participant holds, never beyond the range: see INSTANCES_PER_TERM), a pure accept(instance, 0) to
  * take the participant out of its pending-master state (the reference's start
  * refuses that state, and the first accept of a new instance resets the
  * sequence to 0 anyway), then start(instance, 0, snapshot) with the leader's
@@ -71,6 +72,28 @@ interface Session {
 const MAX_QUEUED = 1_000;
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
+/**
+ * Instances are partitioned by rale term: the leader of term T masters with
+ * instances in [T * INSTANCES_PER_TERM, (T + 1) * INSTANCES_PER_TERM - 1] and
+ * never above. A deposed leader (term T, not yet aware) therefore can never
+ * reach the instances of the leader of term T + 1, which the participant
+ * refuses it from then on (start and accept refuse an older instance). Were
+ * the bump unbounded (instance + 1 after a failed call, or "what the
+ * participant holds + 1" after a denied prepare), a stale master could take
+ * the new leader's instance; and since prepare answers its own instance both
+ * to grant (when it was lower) and to deny (when equal), the stale master
+ * would read a grant and start the participant from its older state.
+ */
+export const INSTANCES_PER_TERM = 2 ** 20;
+
+/** The instances the leader of `term` may use. */
+export function instanceRange(term: number): { lo: number; hi: number } {
+  const lo = term * INSTANCES_PER_TERM;
+  const hi = lo + INSTANCES_PER_TERM - 1;
+  if (!Number.isSafeInteger(hi) || hi >= MAX_SAFE) throw new RaleError('INVALID_ARGUMENT', `term ${term} is too large for clusterconsensus instances (term * ${INSTANCES_PER_TERM} must stay below 2^53)`);
+  return { lo, hi };
+}
+
 export class ParticipantLink implements Connection {
   readonly url: string;
   private readonly client: ParticipantClient;
@@ -85,8 +108,6 @@ export class ParticipantLink implements Connection {
   private held: Entry[] = [];
   /** The highest commit index the leader told us. */
   private commit = 0;
-  /** Highest instance this link used, so that a resync in the same term goes higher (start refuses an older instance/sequence). */
-  private lastInstance = 0;
   /** Floor for the next session's snapshot: the participant already held up to here. */
   private floor = 0;
   private nextAttempt = 0;
@@ -99,6 +120,13 @@ export class ParticipantLink implements Connection {
     private readonly settings: MasterSettings,
     readonly peer: NodeId,
     address: string,
+    /**
+     * Highest instance used per participant, shared by the bridge's links so
+     * that a link made again in the same term (the transport reconnects) goes
+     * higher: start refuses an older instance/sequence, and prepare's answer
+     * to an instance equal to the participant's own reads as a grant.
+     */
+    private readonly instances: Map<NodeId, number> = new Map(),
   ) {
     this.url = participantUrl(address);
     this.client = new ParticipantClient(this.url, settings.clusterId, settings.requestTimeoutMs);
@@ -264,10 +292,15 @@ export class ParticipantLink implements Connection {
   private async resync(generation: number, need: number): Promise<void> {
     const snapshotOf = this.ctx.kvSnapshot;
     if (snapshotOf === undefined) throw new RaleError('INVALID_ARGUMENT', 'this rale host offers no kv snapshots to bridges: upgrade the sidecar');
-    // 1. prepare: become the participant's master for an instance above anything it holds.
-    let instance = Math.max(this.term, this.lastInstance + 1);
+    // 1. prepare: become the participant's master for an instance above anything it holds,
+    //    within this term's range (see INSTANCES_PER_TERM): never one a later leader may use.
+    const { lo, hi } = instanceRange(this.term);
+    const used = this.instances.get(this.peer) ?? 0;
+    let instance = used >= lo ? used + 1 : lo;
     let unjoined = false;
     for (let attempt = 0; ; attempt++) {
+      if (instance > hi) throw new ConsensusCallError('prepare', { Code: 'ERR_DENIED', Err: `no instance of term ${this.term} is left for this participant` });
+      this.instances.set(this.peer, Math.max(this.instances.get(this.peer) ?? 0, instance));
       const answer = await this.client.prepare(instance, this.settings.advertiseUrl);
       if (answer.Err.Code === 'ERR_STATE') {
         unjoined = true; // never started (or removed): start tells
@@ -275,15 +308,19 @@ export class ParticipantLink implements Connection {
       }
       if (answer.Accepted === instance) break;
       if (answer.Accepted < instance) throw new ConsensusCallError('prepare', { Code: answer.Err.Code || 'ERR_DENIED', Err: `answered instance ${answer.Accepted} to prepare(${instance}) ${answer.Err.Err}`.trim() });
-      if (attempt >= 3 || answer.Accepted >= MAX_SAFE) {
-        throw new ConsensusCallError('prepare', { Code: 'ERR_DENIED', Err: `the participant holds instance ${answer.Accepted}, above ours (${instance})` });
+      if (answer.Accepted >= hi) {
+        // A newer master (a later rale leader, whose term this node has not heard of yet): never overtake it.
+        throw new ConsensusCallError('prepare', {
+          Code: 'ERR_DENIED',
+          Err: `the participant holds instance ${answer.Accepted}, beyond term ${this.term}'s instances (up to ${hi}): a newer master drives it; this node's leadership is stale`,
+        });
       }
+      if (attempt >= 3) throw new ConsensusCallError('prepare', { Code: 'ERR_DENIED', Err: `the participant holds instance ${answer.Accepted}, above ours (${instance})` });
       instance = answer.Accepted + 1;
     }
     if (generation !== this.generation) return;
     // 2. The first accept of the instance: leaves the pending-master state (and resets the sequence, the reference's quirk).
     if (!unjoined) await this.client.accept({ Instance: instance, Sequence: 0, Changes: [] });
-    this.lastInstance = instance;
     // 3. The state, at least as recent as what the participant held before.
     const snapshot = await this.snapshotAtLeast(snapshotOf, need);
     if (generation !== this.generation) return;

@@ -5,7 +5,7 @@
  * bridge context is faked around an in-memory kv.
  */
 import test from 'ava';
-import { ParticipantLink, type MasterSettings } from '../../bridges/clusterconsensus/master.ts';
+import { INSTANCES_PER_TERM, ParticipantLink, type MasterSettings } from '../../bridges/clusterconsensus/master.ts';
 import { checkMembershipChange } from '../../bridges/clusterconsensus/index.ts';
 import { encodeCommand } from '../../sidecar/src/node/command.ts';
 import { encodeConfigChange } from '../../sidecar/src/core/config.ts';
@@ -98,6 +98,8 @@ async function setup(t: { teardown(fn: () => Promise<void> | void): void }) {
   return { participant, leader, link };
 }
 
+const K = INSTANCES_PER_TERM;
+
 const acks = (leader: FakeLeader) => leader.delivered.filter((m) => m.type === MessageType.AppendResponse) as Array<Extract<Message, { type: MessageType.AppendResponse }>>;
 
 test('committed entries reach the participant as accepts followed by a pure commit; uncommitted ones wait', async (t) => {
@@ -107,7 +109,7 @@ test('committed entries reach the participant as accepts followed by a pure comm
   // First contact of the term: prepare, accept(i, 0), start with the state at index 1.
   await link.invoke('raft', [leader.heartbeat(0)]);
   await until('start', () => participant.installs === 1);
-  t.deepEqual(participant.calls.slice(0, 2), ['prepare 2', 'start 2/0'], 'an unjoined participant is started directly');
+  t.deepEqual(participant.calls.slice(0, 2), [`prepare ${2 * K}`, `start ${2 * K}/0`], 'an unjoined participant is started directly');
   t.is(participant.kv.get('a'), 1);
 
   const e2 = leader.set('b', 2);
@@ -139,7 +141,7 @@ test('a gap is answered with a rejection hinting at what the link holds; votes g
   await link.invoke('raft', [leader.append(1, leader.log.slice(1), 5)]);
   await until('all applied', () => participant.kv.get('k3') === 3);
   t.false(leader.delivered.some((m) => m.type === MessageType.VoteResponse), 'a participant never answers a vote');
-  t.is(participant.calls.filter((c) => c.startsWith('accept 2/') && !c.endsWith(' 0')).length, 2, 'four changes in batches of at most three');
+  t.is(participant.calls.filter((c) => c.startsWith(`accept ${2 * K}/`) && !c.endsWith(' 0')).length, 2, 'four changes in batches of at most three');
 });
 
 test('a restarted participant and a new leader term are resynchronised with start at a higher instance', async (t) => {
@@ -158,14 +160,14 @@ test('a restarted participant and a new leader term are resynchronised with star
     return participant.installs === 2;
   });
   t.is(participant.kv.get('b'), 2);
-  t.is(participant.instance, 3, 'a second session of term 2 uses instance 3: start refuses an older instance/sequence');
+  t.is(participant.instance, 2 * K + 1, 'a second session of term 2 uses the next instance of its range: start refuses an older instance/sequence');
 
   leader.term = 7;
   const e3 = leader.set('c', 3);
   leader.applyTo(3);
   await link.invoke('raft', [leader.heartbeat(3)]);
   await until('new term installed', () => participant.installs === 3);
-  t.is(participant.instance, 7, 'instance = the leader term');
+  t.is(participant.instance, 7 * K, 'the first instance of term 7\'s range');
   t.is(participant.kv.get('c'), 3);
   await link.invoke('raft', [leader.append(3, [], 3)]);
   await until('ack', () => acks(leader).some((m) => m.term === 7 && !m.reject && m.index === 3));
@@ -182,7 +184,7 @@ test('membership entries about other participants become addmember and rmmember'
   leader.applyTo(2);
   await link.invoke('raft', [leader.append(0, [add, remove], 2)]);
   await until('removal committed', () => participant.state === 'clean' && participant.calls.some((c) => c.startsWith('rmmember')));
-  t.deepEqual(participant.calls.slice(2), ['addmember 2/1 http://127.0.0.1:9', 'rmmember 2/2 http://127.0.0.1:9', 'accept 2/3 0']);
+  t.deepEqual(participant.calls.slice(2), [`addmember ${2 * K}/1 http://127.0.0.1:9`, `rmmember ${2 * K}/2 http://127.0.0.1:9`, `accept ${2 * K}/3 0`]);
   t.false(participant.members.includes('http://127.0.0.1:9'));
 });
 
@@ -193,4 +195,58 @@ test('promotion of a participant, or adding one as voter, is refused with a clea
   t.throws(() => checkMembershipChange({ type: 'addVoter', node: 'p3', context: 'clusterc://h:1' }, members), { message: /cannot be added as a voter/ });
   t.notThrows(() => checkMembershipChange({ type: 'promote', node: 'n2' }, members));
   t.notThrows(() => checkMembershipChange({ type: 'addLearner', node: 'p3', context: 'clusterc://h:1' }, members));
+});
+
+test('a deposed leader never overwrites the participant that the next leader started (instances are partitioned by term)', async (t) => {
+  const participant = new FakeParticipant();
+  const url = await participant.listen();
+  t.teardown(() => participant.close());
+  const address = url.replace('http://', 'clusterc://');
+
+  // The leader of term 5 starts the participant at index 1; it commits b (index 2) but has not sent it yet.
+  const old = new FakeLeader();
+  old.term = 5;
+  old.members = [{ id: 'p1', role: 'learner', address }];
+  old.set('a', 1);
+  const b = old.set('b', 2);
+  old.applyTo(1);
+  const oldLink = new ParticipantLink(old.ctx(), settings, 'p1', address);
+  t.teardown(() => oldLink.close());
+  await oldLink.invoke('raft', [old.heartbeat(1)]);
+  await until('the first start', () => participant.installs === 1);
+  old.applyTo(2);
+
+  // The leader of term 6 (elected while the old one is cut off) holds a, b and its own c, and starts the participant at index 3.
+  const next = new FakeLeader();
+  next.term = 5;
+  next.set('a', 1);
+  next.set('b', 2);
+  next.term = 6;
+  next.set('c', 3);
+  next.applyTo(3);
+  next.members = old.members;
+  const nextLink = new ParticipantLink(next.ctx(), settings, 'p1', address);
+  t.teardown(() => nextLink.close());
+  await nextLink.invoke('raft', [next.heartbeat(3)]);
+  await until('the new leader\'s start', () => participant.installs === 2);
+  t.is(participant.kv.get('c'), 3);
+
+  // The deposed leader, not yet aware, goes on: its accept is refused (older instance), and it tries to resynchronise.
+  await oldLink.invoke('raft', [old.append(1, [b], 2)]);
+  const deadline = Date.now() + 400;
+  while (Date.now() < deadline) {
+    await oldLink.invoke('raft', [old.heartbeat(2)]);
+    await new Promise((resolve) => setTimeout(resolve, 15));
+  }
+  t.is(participant.installs, 2, `the deposed leader started the participant again: ${participant.calls.join(', ')}`);
+  t.is(participant.kv.get('c'), 3, 'the participant lost a committed change (c) to an older state');
+  t.true(participant.instance >= 6 * K);
+  t.regex(oldLink.describe(), /newer master drives it|not synchronised/);
+
+  // The new leader goes on from where it started the participant.
+  const d = next.set('d', 4);
+  next.applyTo(4);
+  await nextLink.invoke('raft', [next.append(3, [d], 4)]);
+  await until('d applied', () => participant.kv.get('d') === 4);
+  t.deepEqual([...participant.kv].sort(), [['a', 1], ['b', 2], ['c', 3], ['d', 4]]);
 });
