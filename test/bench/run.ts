@@ -16,6 +16,7 @@ import { BenchCluster, sleep } from './suite/cluster.ts';
 import { failoverTrial, type FailoverTrial } from './suite/failover.ts';
 import { idle } from './suite/idle.ts';
 import { warmupFor, type LoadResult } from './suite/load.ts';
+import { cpuPercent, cpuSnapshot, type CpuTarget } from './suite/cpu.ts';
 import { RssSampler } from './suite/memory.ts';
 import { parseOptions, USAGE, UsageError, type BenchOptions } from './suite/options.ts';
 import { markdown, median, type Form, type Measurement, type Results } from './suite/report.ts';
@@ -27,6 +28,12 @@ const progress = (line: string) => {
 
 function describe(r: LoadResult): string {
   return `${Math.round(r.rate)} ops/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors`;
+}
+
+function describeCpu(cpu: Record<string, number>): string {
+  return Object.entries(cpu)
+    .map(([label, pct]) => `${label} ${Math.round(pct)}%`)
+    .join(', ');
 }
 
 /** node and postgres processes already running (other engineers' tests share the 2 cores). */
@@ -89,9 +96,15 @@ async function run(options: BenchOptions, results: Results): Promise<void> {
       results.baselineSettings = await checkDurableSettings(url);
       await prepareBaseline(url);
       for (const clients of [...new Set([...options.clients, 32])].sort((a, b) => a - b)) {
+        const targets: CpuTarget[] = [
+          { label: 'pg baseline', pid: server.pid, tree: true },
+          { label: 'load generator', pid: process.pid, tree: false },
+        ];
+        const before = await cpuSnapshot(targets);
         const result = await baselineInsert(url, clients, timing);
-        progress(`baseline ${clients} clients: ${describe(result)}`);
-        results.measurements.push({ form: 'baseline', node: 'baseline', termBefore: null, termAfter: null, result });
+        const cpu = cpuPercent(before, await cpuSnapshot(targets));
+        progress(`baseline ${clients} clients: ${describe(result)}; CPU ${describeCpu(cpu)}`);
+        results.measurements.push({ form: 'baseline', node: 'baseline', leader: null, termBefore: null, termAfter: null, result, cpu });
       }
     } finally {
       await server.stop();
@@ -135,17 +148,26 @@ async function run(options: BenchOptions, results: Results): Promise<void> {
       const leader = await cluster.leader();
       const target = pick === 'leader' ? leader : (cluster.nodes.find((n) => n !== leader && !n.expectDown) as typeof leader);
       const termBefore = (await cluster.status(leader))?.term ?? null;
+      const targets: CpuTarget[] = [
+        ...cluster.nodes.flatMap((n) => [
+          { label: `sidecar ${n.id}`, pid: n.sidecar.child.pid ?? -1, tree: false },
+          { label: `pg ${n.id}`, pid: n.pg.pid, tree: true },
+        ]),
+        { label: 'load generator', pid: process.pid, tree: false },
+      ];
       if (clients === maxClients) sampler.start();
       let result: LoadResult;
+      const before = await cpuSnapshot(targets);
       try {
         result = await go(target);
       } finally {
         if (clients === maxClients) sampler.stop();
       }
+      const cpu = cpuPercent(before, await cpuSnapshot(targets));
       const termAfter = (await cluster.status(target))?.term ?? null;
-      const m: Measurement = { form, node: target.id, termBefore, termAfter, result };
+      const m: Measurement = { form, node: target.id, leader: leader.id, termBefore, termAfter, result, cpu };
       results.measurements.push(m);
-      progress(`${form} ${clients} clients on ${target.id}: ${describe(result)}${termAfter !== termBefore ? ` (term ${termBefore} -> ${termAfter})` : ''}`);
+      progress(`${form} ${clients} clients on ${target.id}: ${describe(result)}${termAfter !== termBefore ? ` (term ${termBefore} -> ${termAfter})` : ''}; CPU ${describeCpu(cpu)}`);
       await sleep(500); // let the pump and the apply loop settle before the next run
     };
 

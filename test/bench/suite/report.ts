@@ -10,10 +10,14 @@ export interface Measurement {
   form: Form;
   /** Node the clients were connected to (a rale node's id, or "baseline"). */
   node: string;
+  /** The leader when the measurement started (null for the baseline). */
+  leader: string | null;
   /** Raft term before and after the run: a change means an election under load. */
   termBefore: number | null;
   termAfter: number | null;
   result: LoadResult;
+  /** CPU during the measurement, percent of one core: `sidecar <id>`, `pg <id>`, `pg baseline`, `load generator`; `machine` is percent of all cores. */
+  cpu: Record<string, number>;
 }
 
 export interface MachineFacts {
@@ -128,6 +132,7 @@ export function markdown(results: Results): string {
     out.push(`| Idle spurious elections over ${i.minutes} min | | ${i.termChanges} term changes, ${i.leaderChanges} leader changes (term ${i.termBefore}→${i.termAfter}) | | | | | 0: ${verdict(i.termChanges === 0)} | |`);
   }
   out.push('');
+  out.push(...cpuTable(results));
   const errored = results.measurements.filter((x) => x.result.errors > 0);
   if (errored.length > 0) {
     out.push('Errors seen by clients:');
@@ -161,4 +166,38 @@ export function markdown(results: Results): string {
     out.push('');
   }
   return out.join('\n');
+}
+
+/** CPU per process group during each measurement: where the time went. */
+function cpuTable(results: Results): string[] {
+  const rows = results.measurements.filter((x) => Object.keys(x.cpu).length > 0);
+  if (rows.length === 0) return [];
+  const pct = (n: number | undefined) => (n === undefined ? '—' : `${Math.round(n)}`);
+  const group = (x: Measurement, prefix: string) => {
+    const ids = Object.keys(x.cpu)
+      .filter((k) => k.startsWith(prefix))
+      .map((k) => k.slice(prefix.length))
+      .sort((a, b) => (a === x.leader ? -1 : b === x.leader ? 1 : a.localeCompare(b)));
+    if (ids.length === 0) return '—';
+    const parts = ids.map((id) => `${id === x.leader ? '*' : ''}${pct(x.cpu[prefix + id])}`);
+    const sum = ids.reduce((a, id) => a + (x.cpu[prefix + id] ?? 0), 0);
+    return ids.length > 1 ? `${parts.join(' / ')} (Σ ${Math.round(sum)})` : (parts[0] as string);
+  };
+  const cores = results.machine.cores;
+  const out = [
+    `CPU during each measurement, % of one core (the machine has ${cores} cores = ${cores * 100} %); * marks the leader, listed first. "others" is the rest of the machine's busy time: other engineers' work.`,
+    '',
+    '| measurement | clients | sidecars | PostgreSQL servers | load generator | others | machine busy |',
+    '|---|---:|---|---|---:|---:|---:|',
+  ];
+  for (const x of rows) {
+    const ours = Object.entries(x.cpu).reduce((a, [k, v]) => (k === 'machine' ? a : a + v), 0);
+    const machine = x.cpu.machine;
+    const others = machine === undefined ? undefined : Math.max(0, (machine * cores) - ours);
+    out.push(
+      `| ${LABEL[x.form]} | ${x.result.clients} | ${group(x, 'sidecar ')} | ${group(x, 'pg ')} | ${pct(x.cpu['load generator'])} | ${pct(others)} | ${machine === undefined ? '—' : `${Math.round(machine)} %`} |`,
+    );
+  }
+  out.push('');
+  return out;
 }
