@@ -245,14 +245,25 @@ export class ProposalPump {
     this.poked = false;
     const limit = positiveInt(this.options.batchSize, 'batchSize');
     const resubmitMs = positiveInt(this.options.resubmitAfterMs, 'resubmitAfterMs');
+    // Locks: rows are picked FOR SHARE SKIP LOCKED, which skips rows other
+    // batches hold (FOR UPDATE) but not a row a rale.wait is probing (it
+    // takes FOR SHARE for an instant: skipping it would hide the proposal
+    // until the pump's idle timeout); the picked rows are then locked FOR
+    // UPDATE (waiting out such a probe), which waiters block on until the
+    // batch is applied here. Only this loop picks rows, one look at a time,
+    // so two picks never share a row.
     const results = (await client.query(
       `BEGIN; SET LOCAL synchronous_commit = off;
-       SELECT id, command, kind FROM rale.proposals p
-       WHERE state = 'pending'
-          OR (state = 'submitted' AND submitted_at < clock_timestamp() - make_interval(secs => ${resubmitMs} / 1000.0)
-              AND NOT EXISTS (SELECT 1 FROM rale.results r WHERE r.proposal_id = p.id::text))
-       ORDER BY created_at LIMIT ${limit}
-       FOR UPDATE SKIP LOCKED`,
+       WITH picked AS (
+         SELECT id FROM rale.proposals p
+         WHERE state = 'pending'
+            OR (state = 'submitted' AND submitted_at < clock_timestamp() - make_interval(secs => ${resubmitMs} / 1000.0)
+                AND NOT EXISTS (SELECT 1 FROM rale.results r WHERE r.proposal_id = p.id::text))
+         ORDER BY created_at LIMIT ${limit}
+         FOR SHARE SKIP LOCKED)
+       SELECT p.id, p.command, p.kind FROM rale.proposals p JOIN picked USING (id)
+       ORDER BY p.created_at
+       FOR UPDATE OF p`,
     )) as unknown as Array<pg.QueryResult<ProposalRow>>;
     return results[2]?.rows ?? [];
   }
