@@ -27,6 +27,12 @@ export function addressScheme(address: string | undefined): string | null {
 export class SidecarTransport implements Transport {
   private handler: InvokeHandler | null = null;
   private opened = false;
+  /**
+   * Checked for every call from a rale peer, not only when its connection
+   * opens: a raft stream lives on, and a member removed meanwhile must not
+   * go on appending or voting over it. Return a reason to refuse.
+   */
+  authorizePeer: ((peer: NodeId) => string | null) | null = null;
   private readonly schemes = new Map<string, { connect: PeerConnector; owner: string }>();
 
   constructor(
@@ -34,13 +40,39 @@ export class SidecarTransport implements Transport {
     private readonly localId: NodeId,
     /** Reports a connector that threw: the bridge is at fault, not the node. */
     private readonly onConnectorError: (owner: string, err: unknown) => void,
+    /** How long a bridge connection's invoke or close may take before it counts as failed. */
+    private readonly connectorTimeoutMs = 10_000,
   ) {}
+
+  /**
+   * The Transport one node runs on. Its close() detaches that node only: a
+   * node whose stop finishes after its successor started (a hung database
+   * can hold a stop for long) must not leave the successor deaf.
+   */
+  forNode(): Transport {
+    let own: InvokeHandler | null = null;
+    return {
+      listen: async (localId, handler) => {
+        await this.listen(localId, handler);
+        own = handler;
+      },
+      connect: (localId, peer, address) => this.connect(localId, peer, address),
+      close: async () => {
+        if (own !== null && this.handler === own) this.handler = null;
+        own = null;
+      },
+    };
+  }
 
   /** Starts the gRPC server's rale service for good (once). */
   async open(): Promise<void> {
     if (this.opened) return;
     this.opened = true;
-    await this.base.listen(this.localId, (type, args, from) => this.dispatch(type, args, from));
+    await this.base.listen(this.localId, (type, args, from) => {
+      const refusal = this.authorizePeer?.(from) ?? null;
+      if (refusal !== null) return Promise.reject(new RaleError('INVALID_ARGUMENT', refusal, { peer: from }));
+      return this.dispatch(type, args, from);
+    });
   }
 
   registerScheme(scheme: string, owner: string, connect: PeerConnector): void {
@@ -83,24 +115,39 @@ export class SidecarTransport implements Transport {
       const error = new RaleError('STORAGE', `bridge ${entry.owner} could not connect to ${peer}: ${(err as Error).message}`);
       return { invoke: () => Promise.reject(error), close: async () => {} };
     }
-    // A bridge's connection is contained: a throw becomes a rejected call, counted against the bridge.
+    // A bridge's connection is contained: a throw, or no answer in time, becomes a rejected call, counted
+    // against the bridge (a lost message to Raft); a close that hangs does not hold the node's stop.
     return {
       invoke: async (type, args) => {
         try {
-          return await inner.invoke(type, args);
+          return await this.bounded(() => inner.invoke(type, args), `bridge ${entry.owner}: ${type} to ${peer}`);
         } catch (err) {
-          if (!(err instanceof RaleError)) this.onConnectorError(entry.owner, err);
+          if (!(err instanceof RaleError) || err.code === 'TIMEOUT') this.onConnectorError(entry.owner, err);
           throw err;
         }
       },
       close: async () => {
         try {
-          await inner.close();
+          await this.bounded(() => inner.close(), `bridge ${entry.owner}: close of the connection to ${peer}`);
         } catch (err) {
           this.onConnectorError(entry.owner, err);
         }
       },
     };
+  }
+
+  private async bounded<T>(work: () => Promise<T>, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        Promise.resolve().then(work),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new RaleError('TIMEOUT', `${what} did not answer within ${this.connectorTimeoutMs} ms`)), this.connectorTimeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Detaches the node; the gRPC server stays up for the next node (see closeForGood). */

@@ -18,7 +18,7 @@ import { Role, type NodeId } from '../core/types.ts';
 import { createApi, type RaleApi } from '../http/api.ts';
 import { PgNode } from '../pg/node.ts';
 import { GrpcTransport } from '../transport/grpc.ts';
-import { BridgeHost } from '../plugins/host.ts';
+import { BRIDGE_CALL_TIMEOUT_MS, BridgeHost } from '../plugins/host.ts';
 import { SidecarTransport } from '../plugins/sidecar-transport.ts';
 import type { SidecarConfig } from './config.ts';
 import type { Logger } from './logger.ts';
@@ -47,6 +47,9 @@ export class Sidecar {
   private recovery: Promise<void> | null = null;
   private failedPings = 0;
   private stopRequested = false;
+  /** Members of the configuration last seen, and every node ever seen as a member (see isMember). */
+  private lastMembers: NodeId[] = [];
+  private readonly everMembers = new Set<NodeId>();
 
   private constructor(
     readonly config: SidecarConfig,
@@ -76,7 +79,23 @@ export class Sidecar {
         log.warn('peer-auth', `refused a peer call: ${e.reason}`, { kind: e.kind, method: e.method, remote: e.remote, claimed: e.claimedId, suppressed: e.suppressed || undefined }),
       log: (level, message, fields) => log.log(level, 'transport', message, fields),
     });
-    this.transport = new SidecarTransport(grpcTransport, config.nodeId, (owner, err) => this.bridges.reportErrorOf(owner, err, 'peer connection'));
+    this.transport = new SidecarTransport(
+      grpcTransport,
+      config.nodeId,
+      (owner, err) => this.bridges.reportErrorOf(owner, err, 'peer connection'),
+      // Calls forwarded to a member (proposals) may wait a request timeout for their answer.
+      Math.max(BRIDGE_CALL_TIMEOUT_MS, config.raft.requestTimeoutMs + 1_000),
+    );
+    const refusedAt = new Map<NodeId, number>();
+    this.transport.authorizePeer = (peer) => {
+      if (this.isMember(peer)) return null;
+      const reason = `node ${peer} is not a member of node ${this.id}'s configuration: it was removed`;
+      if (Date.now() - (refusedAt.get(peer) ?? 0) > 10_000) {
+        refusedAt.set(peer, Date.now());
+        log.warn('peer-auth', `refused a peer call: ${reason}`, { claimed: peer });
+      }
+      return reason;
+    };
     this.api =
       config.api.listen === null
         ? null
@@ -174,18 +193,34 @@ export class Sidecar {
 
   // ------------------------------------------------------------------ internals
 
+  /**
+   * Whether a peer may call this node. Refused: a node this sidecar has seen
+   * as a member that is no longer one (it was removed). Allowed: members, and
+   * nodes never seen as members, since they may have been added by entries
+   * this node has not received yet: a member that lagged behind a membership
+   * change, or a node being joined, must hear from the leader the change
+   * brought, or it never learns that change and stays behind for good. The
+   * core's pre-vote and check-quorum keep such callers from disrupting a
+   * working leader. Checked on every call (SidecarTransport), not only when
+   * a connection opens.
+   */
   private isMember(peer: NodeId): boolean {
+    const members = this.currentMembers();
+    return members.includes(peer) || !this.everMembers.has(peer);
+  }
+
+  /** The members of the attached node's configuration; while none is attached (a restart), the last ones seen. */
+  private currentMembers(): NodeId[] {
     const node = this.backend.node;
-    if (node === null) return true; // nothing is attached: calls are refused anyway
-    let config;
+    if (node === null) return this.lastMembers;
     try {
-      config = node.raft.status().config;
+      const config = node.raft.status().config;
+      this.lastMembers = [...config.voters, ...config.learners];
     } catch {
-      return true;
+      return this.lastMembers; // stopped meanwhile
     }
-    const members = [...config.voters, ...config.learners];
-    // A node that has not joined yet knows no members: the leader adding it must get through.
-    return members.length === 0 || members.includes(peer);
+    for (const id of this.lastMembers) this.everMembers.add(id);
+    return this.lastMembers;
   }
 
   private async startServers(): Promise<void> {
@@ -252,7 +287,8 @@ export class Sidecar {
     const node = await PgNode.start({
       id: config.nodeId,
       connectionString: config.databaseUrl,
-      transport: this.transport,
+      // Its own view of the transport: a late stop of this node cannot detach the node that replaces it.
+      transport: this.transport.forNode(),
       ...(config.cluster.bootstrap !== undefined ? { bootstrap: config.cluster.bootstrap } : {}),
       addresses,
       tickMs: config.raft.tickMs,
@@ -262,6 +298,11 @@ export class Sidecar {
       synchronousApply: config.raft.synchronousApply,
       onError: (err, where) => log.warn(where, err.message),
     });
+    if (this.stopRequested) {
+      // stop() came while the node was starting (a restart under way): it must not outlive the sidecar.
+      await node.stop().catch((err: Error) => log.warn('node', `stopping the node: ${err.message}`));
+      throw new RaleError('STOPPED', 'the sidecar stopped while the node was starting');
+    }
     node.raft.on('role', (role: Role) => log.info('raft', `role is now ${role}`, { term: safeTerm(node) }));
     node.raft.on('leader', (leader: NodeId | null) => log.info('raft', leader === null ? 'no leader known' : `leader is ${leader}`, { term: safeTerm(node) }));
     node.raft.once('stopped', () => {
@@ -269,6 +310,7 @@ export class Sidecar {
     });
     this.failedPings = 0;
     this.backend.attach(node);
+    this.currentMembers(); // what its log says the members are: from now on a removed one is refused
     this.state = 'running';
     const s = node.raft.status();
     log.info('raft', `node started at term ${s.term}`, { commit: s.commit, applied: s.applied, last_index: s.lastIndex, members: [...s.config.voters, ...s.config.learners].join(',') || '(none yet)' });
@@ -279,8 +321,10 @@ export class Sidecar {
     if (node === null || this.state !== 'running') return;
     try {
       await this.backend.pingDatabase(DB_PING_TIMEOUT_MS);
-      this.failedPings = 0;
+      if (this.backend.node === node) this.failedPings = 0;
     } catch (err) {
+      // A ping sent to a node that has been replaced since says nothing about the one serving now.
+      if (this.backend.node !== node) return;
       this.failedPings++;
       if (this.failedPings >= DB_FAILURES_TO_STOP) this.recover(node, `PostgreSQL does not answer: ${(err as Error).message}`);
     }
@@ -292,7 +336,8 @@ export class Sidecar {
    * node, and start it again once PostgreSQL answers.
    */
   private recover(node: PgNode, reason: string): void {
-    if (this.recovery !== null || this.stopRequested) return;
+    // Only the node attached now is recovered: a late report about an earlier one must not detach its successor.
+    if (this.recovery !== null || this.stopRequested || this.backend.node !== node) return;
     this.state = 'recovering';
     this.log.error('sidecar', `stopping the node: ${reason}; it restarts from PostgreSQL once the database answers`);
     this.recovery = (async () => {
@@ -307,6 +352,7 @@ export class Sidecar {
             this.log.info('sidecar', 'PostgreSQL answers again: the node is back');
             break;
           } catch (err) {
+            if (this.stopRequested) break;
             this.log.warn('sidecar', `restarting the node failed: ${(err as Error).message}`);
           }
         }
