@@ -32,6 +32,8 @@ const DB_PING_EVERY_MS = 500;
 const DB_PING_TIMEOUT_MS = 1_000;
 const DB_FAILURES_TO_STOP = 2;
 const RECONNECT_EVERY_MS = 1_000;
+/** The core's default limits of one Append's entries and of one entry. */
+const CORE_MESSAGE_BYTES = 1 << 20;
 
 export type SidecarState = 'starting' | 'running' | 'recovering' | 'stopping' | 'stopped';
 
@@ -292,7 +294,14 @@ export class Sidecar {
       ...(config.cluster.bootstrap !== undefined ? { bootstrap: config.cluster.bootstrap } : {}),
       addresses,
       tickMs: config.raft.tickMs,
-      core: { electionTicks: config.raft.electionTicks, heartbeatTicks: config.raft.heartbeatTicks },
+      core: {
+        electionTicks: config.raft.electionTicks,
+        heartbeatTicks: config.raft.heartbeatTicks,
+        // Appends (at most one batch of entries, or one entry) must fit the peers' message limit with room for
+        // framing; else an entry or a batch above it is refused by every peer and retransmitted forever.
+        maxMessageBytes: Math.min(CORE_MESSAGE_BYTES, Math.floor(config.peer.maxMessageBytes / 2)),
+        maxEntryBytes: Math.min(CORE_MESSAGE_BYTES, Math.floor(config.peer.maxMessageBytes / 2)),
+      },
       snapshotEvery: config.raft.snapshotEvery,
       requestTimeoutMs: config.raft.requestTimeoutMs,
       synchronousApply: config.raft.synchronousApply,
