@@ -14,8 +14,13 @@ export interface SidecarProcessOptions {
   databaseUrl: string;
   peerPort: number;
   apiPort: number;
-  /** Every member of the cluster (this node included): id to peer port and API port, on 127.0.0.1. */
-  members: Record<NodeId, { peerPort: number; apiPort: number }>;
+  /**
+   * Every member of the cluster (this node included): id to peer port and API
+   * port, on 127.0.0.1. `peerAddress` (host:port), when given, is where this
+   * node dials that member instead of 127.0.0.1:peerPort: a proxy in the
+   * multi-process tests, which cut and heal links through it.
+   */
+  members: Record<NodeId, { peerPort: number; apiPort: number; peerAddress?: string }>;
   /** Founding voters; omit for a node that will be joined. */
   bootstrap?: NodeId[];
   clusterSecret?: string;
@@ -47,7 +52,7 @@ export interface SidecarProcess {
 export function sidecarArgs(options: SidecarProcessOptions): string[] {
   const peers = Object.entries(options.members)
     .filter(([id]) => id !== options.id)
-    .map(([id, m]) => `${id}=127.0.0.1:${m.peerPort}@http://127.0.0.1:${m.apiPort}`)
+    .map(([id, m]) => `${id}=${m.peerAddress ?? `127.0.0.1:${m.peerPort}`}@http://127.0.0.1:${m.apiPort}`)
     .join(',');
   const args = [
     'start',
