@@ -288,12 +288,23 @@ export class CoordinodeBridge implements Bridge {
     return { promise, cancel: () => pending.resolve(null) };
   }
 
-  /** Hands `messages` to the core and waits for its AppendResponse to `from` (null: none in time). */
-  private appendRoundTrip(from: NodeId, messages: Message[], prevIndex: number): Promise<AppendResponseMessage | null> {
+  /**
+   * Hands `messages` to the core and waits for its AppendResponse to `from` (null: none in time).
+   *
+   * Which reply answers this call: one of the call's own term (an
+   * acknowledgement at or after prevIndex, or a rejection of prevIndex), or a
+   * term notice (rejection at index 0) naming a higher term. A reply of
+   * another term is a late answer to an earlier call that timed out: taking
+   * it would, for instance, answer "success" to a new leader's entries on the
+   * strength of an acknowledgement of an older leader's entries at the same
+   * indexes, before the core has even persisted (or accepted) the new ones.
+   */
+  private appendRoundTrip(from: NodeId, messages: Message[], prevIndex: number, term: number): Promise<AppendResponseMessage | null> {
     const previous = this.inboundChains.get(from) ?? Promise.resolve();
     const run = previous.then(async () => {
-      // A reply to this call names prevIndex (rejection), 0 (a term notice) or an index at or after it.
-      const wait = this.waitFor(this.pendingAppends, from, (m) => (m.reject ? m.index === prevIndex || m.index === 0 : m.index >= prevIndex));
+      const wait = this.waitFor(this.pendingAppends, from, (m) =>
+        m.reject && m.index === 0 && m.hintIndex === 0 && m.hintTerm === 0 ? m.term > term : m.term === term && (m.reject ? m.index === prevIndex : m.index >= prevIndex),
+      );
       try {
         await this.deliver(from, messages);
       } catch (err) {
@@ -331,7 +342,11 @@ export class CoordinodeBridge implements Bridge {
       lastTerm: last === null ? 0 : toNumber(last.leaderId.term, 'lastLogId.leaderId.term'),
       transfer: request.leadershipTransfer,
     };
-    const wait = this.waitFor(this.pendingVotes, from, (m) => !m.preVote);
+    // The core's answer to THIS request: a grant names the request's term; a refusal names the
+    // core's term, at least the request's. A late grant of an earlier request (a lower term) that
+    // timed out must never answer this one: the core has not granted this term, and may grant it to
+    // another candidate (two leaders in one term).
+    const wait = this.waitFor(this.pendingVotes, from, (m) => !m.preVote && (m.granted ? m.term === term : m.term >= term));
     try {
       await this.deliver(from, [vote]);
     } catch (err) {
@@ -372,7 +387,7 @@ export class CoordinodeBridge implements Bridge {
     if (this.options.leaderIdMode === 'adv') this.refuseAdvLeader(what);
     const from = this.sender(request.vote.leaderId.nodeId, what);
     const append = this.toAppend(from, request) as Message & { type: MessageType.Append };
-    const reply = await this.appendRoundTrip(from, [append], append.prevIndex);
+    const reply = await this.appendRoundTrip(from, [append], append.prevIndex, append.term);
     if (reply === null) throw this.noAnswer(what);
     return { reply, append };
   }
@@ -500,7 +515,7 @@ export class CoordinodeBridge implements Bridge {
       term: toNumber(header.vote.leaderId.term, 'vote.leaderId.term'),
       snapshot: { meta: { index, term: toNumber(last.leaderId.term, 'meta.lastLogId.leaderId.term'), config: this.configOf(header.meta.lastMembership.membership) }, data },
     };
-    const reply = await this.appendRoundTrip(from, [message], index);
+    const reply = await this.appendRoundTrip(from, [message], index, message.term);
     if (reply === null) throw this.noAnswer('Snapshot');
     return encodeBody(this.codec.encodeSnapshotResponse({ vote: this.ourVote() }), zstd);
   }
