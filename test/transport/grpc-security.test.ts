@@ -186,7 +186,7 @@ function rawStream(c: grpc.Client, frames: Uint8Array[]): Promise<grpc.status> {
 const frame = (value: unknown) => encodeFrame([pack(value)]);
 
 async function garbageServer(t: Parameters<typeof startServer>[0]): Promise<{ server: TestServer; raw: grpc.Client }> {
-  const server = await startServer(t, 'b', { clusterSecret: 's', maxMessageBytes: 1024 * 1024 });
+  const server = await startServer(t, 'b', { clusterSecret: 's', maxMessageBytes: 1024 * 1024, maxChunkedBytes: 1024 * 1024 });
   const c = new grpc.Client(server.address, grpc.credentials.createInsecure());
   t.teardown(() => c.close());
   return { server, raw: c };
@@ -263,7 +263,7 @@ test('malformed Raft messages are refused field by field, and chunked calls must
   const chunk = (n: number) => encodeFrame(packMap([['chunk', new Packed([Uint8Array.of(0xc4, n), new Uint8Array(n)])]]));
   t.is(await rawChunked(c, [header(10), chunk(20)]), grpc.status.INVALID_ARGUMENT, 'more than declared');
   t.is(await rawChunked(c, [header(30), chunk(20)]), grpc.status.INVALID_ARGUMENT, 'less than declared');
-  t.is(await rawChunked(c, [header(2 * 1024 * 1024)]), grpc.status.RESOURCE_EXHAUSTED, 'declared above maxMessageBytes');
+  t.is(await rawChunked(c, [header(2 * 1024 * 1024)]), grpc.status.RESOURCE_EXHAUSTED, 'declared above maxChunkedBytes');
   t.is(await rawChunked(c, [frame({ chunk: new Uint8Array(3) })]), grpc.status.INVALID_ARGUMENT, 'no header');
   t.is(await rawChunked(c, [header(3), encodeFrame([Uint8Array.of(0xc4, 3, 1, 2, 3)])]), grpc.status.INVALID_ARGUMENT, 'a chunk that is not {chunk}');
   t.is(await rawChunked(c, [header(3), chunk(3)]), grpc.status.INVALID_ARGUMENT, 'chunks that add up to something that is not msgpack');

@@ -60,8 +60,14 @@ export interface GrpcTransportOptions {
   tls?: GrpcTlsOptions;
   /** Shared by all members; every call carries it and the server refuses calls without it. */
   clusterSecret?: string;
-  /** Largest payload (msgpack bytes) of one call, chunked snapshots included. Default 64 MiB. */
+  /** Largest payload (msgpack bytes) of one call that is not sent in chunks. Default 64 MiB. */
   maxMessageBytes?: number;
+  /**
+   * Largest payload sent in chunks (a snapshot for a lagging follower: the
+   * whole replicated state). It is held in memory once on each side.
+   * Default 1 GiB; at least maxMessageBytes, below 2 GiB.
+   */
+  maxChunkedBytes?: number;
   /** Payloads above this go in chunks of this size over a client-streaming call. Default 1 MiB. */
   chunkBytes?: number;
   /** Deadline of a request/response call. Default 10,000 ms (a forwarded proposal waits for its commit). */
@@ -142,6 +148,9 @@ function statusOf(code: grpc.status, details: string): grpc.StatusObject {
 const SECURITY_REPORT_INTERVAL_MS = 1000;
 /** Batches buffered per inbound stream before we stop reading it (HTTP/2 flow control then holds the sender). */
 const MAX_PENDING_BATCHES = 64;
+/** Msgpack around a chunk's bytes: the map header, the key and the bin header. */
+const CHUNK_FRAME_OVERHEAD = 64;
+
 /** Chunked transfers received at once, each up to maxMessageBytes of memory. */
 const MAX_CONCURRENT_CHUNKED = 4;
 const SHUTDOWN_GRACE_MS = 1000;
@@ -155,6 +164,8 @@ export class GrpcTransport implements Transport {
   private readonly host: string;
   private readonly requestedPort: number;
   private readonly maxMessageBytes: number;
+  private readonly maxChunkedBytes: number;
+  private readonly unpackChunked: (bytes: Uint8Array) => unknown;
   private readonly chunkBytes: number;
   private readonly timeoutMs: number;
   private readonly livenessTimeoutMs: number;
@@ -185,6 +196,7 @@ export class GrpcTransport implements Transport {
     this.host = options.listen?.host ?? '127.0.0.1';
     this.requestedPort = options.listen?.port ?? 0;
     this.maxMessageBytes = options.maxMessageBytes ?? 64 * 1024 * 1024;
+    this.maxChunkedBytes = Math.max(options.maxChunkedBytes ?? 1024 * 1024 * 1024, this.maxMessageBytes);
     this.chunkBytes = Math.min(options.chunkBytes ?? 1024 * 1024, this.maxMessageBytes);
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.livenessTimeoutMs = options.livenessTimeoutMs ?? 3_000;
@@ -206,6 +218,9 @@ export class GrpcTransport implements Transport {
       if (!Number.isSafeInteger(value) || value < 1) throw new RaleError('INVALID_ARGUMENT', `GrpcTransport option ${name} must be a positive integer, got ${value}`);
     }
     if (this.maxMessageBytes > 2 ** 31 - 1 - FRAME_OVERHEAD) throw new RaleError('INVALID_ARGUMENT', 'GrpcTransport option maxMessageBytes must stay below 2 GiB');
+    if (!Number.isSafeInteger(this.maxChunkedBytes) || this.maxChunkedBytes > 2 ** 31 - 1) {
+      throw new RaleError('INVALID_ARGUMENT', `GrpcTransport option maxChunkedBytes must be an integer below 2 GiB, got ${this.maxChunkedBytes}`);
+    }
     // gRPC metadata values are printable ASCII.
     if (options.clusterSecret !== undefined && !/^[\x20-\x7e]+$/.test(options.clusterSecret)) {
       throw new RaleError('INVALID_ARGUMENT', 'clusterSecret must be a non-empty string of printable ASCII characters');
@@ -218,6 +233,7 @@ export class GrpcTransport implements Transport {
     this.onSecurityEvent = options.onSecurityEvent;
     this.log = options.log ?? defaultLog;
     this.unpack = makeUnpacker(this.maxMessageBytes);
+    this.unpackChunked = makeUnpacker(this.maxChunkedBytes);
     this.server = new grpc.Server({
       'grpc.max_receive_message_length': this.maxMessageBytes + FRAME_OVERHEAD,
       'grpc.max_send_message_length': this.maxMessageBytes + FRAME_OVERHEAD,
@@ -305,6 +321,7 @@ export class GrpcTransport implements Transport {
       channelOptions: this.channelOptions(peer),
       clusterSecret: this.clusterSecret,
       maxMessageBytes: this.maxMessageBytes,
+      maxChunkedBytes: this.maxChunkedBytes,
       chunkBytes: this.chunkBytes,
       timeoutMs: this.timeoutMs,
       livenessTimeoutMs: this.livenessTimeoutMs,
@@ -494,13 +511,14 @@ export class GrpcTransport implements Transport {
     return this.handler;
   }
 
-  private decode(frame: InFrame, what: string): unknown {
+  private decode(frame: InFrame, what: string, limit = this.maxMessageBytes, unpack = limit > this.maxMessageBytes ? this.unpackChunked : this.unpack): unknown {
     if (frame === BROKEN_FRAME) throw new StatusError(statusOf(grpc.status.INVALID_ARGUMENT, `${what}: the protobuf framing is broken`));
-    if (frame.length > this.maxMessageBytes) {
-      throw new StatusError(statusOf(grpc.status.RESOURCE_EXHAUSTED, `${what} is ${frame.length} bytes, above this node's maxMessageBytes (${this.maxMessageBytes})`));
+    if (frame.length > limit) {
+      const option = limit === this.maxChunkedBytes ? 'maxChunkedBytes' : 'maxMessageBytes';
+      throw new StatusError(statusOf(grpc.status.RESOURCE_EXHAUSTED, `${what} is ${frame.length} bytes, above this node's ${option} (${limit})`));
     }
     try {
-      return this.unpack(frame);
+      return unpack(frame);
     } catch (err) {
       throw new StatusError(statusOf(grpc.status.INVALID_ARGUMENT, `${what} is not valid msgpack: ${(err as Error).message}`));
     }
@@ -554,7 +572,7 @@ export class GrpcTransport implements Transport {
 
   /**
    * A payload in chunks: a header {type, total} then {chunk} frames. The
-   * declared total is checked against maxMessageBytes before anything is
+   * declared total is checked against maxChunkedBytes before anything is
    * kept, and the chunks may not exceed it.
    */
   private onChunkedCall(call: grpc.ServerReadableStream<InFrame, OutFrame>, callback: grpc.sendUnaryData<OutFrame>): void {
@@ -583,14 +601,15 @@ export class GrpcTransport implements Transport {
     call.on('data', (frame: InFrame) => {
       if (done) return;
       try {
-        const body = this.decode(frame, 'a chunk frame');
+        // A chunk frame holds up to chunkBytes (at most maxMessageBytes) plus a few bytes of msgpack around it.
+        const body = this.decode(frame, 'a chunk frame', this.maxMessageBytes + CHUNK_FRAME_OVERHEAD);
         if (header === null) {
           if (!isPlainObject(body) || typeof body.type !== 'string' || typeof body.total !== 'number' || !Number.isSafeInteger(body.total) || body.total < 0) {
             throw new StatusError(statusOf(grpc.status.INVALID_ARGUMENT, 'a chunked call starts with {type: string, total: bytes}'));
           }
-          if (body.total > this.maxMessageBytes) {
+          if (body.total > this.maxChunkedBytes) {
             throw new StatusError(
-              statusOf(grpc.status.RESOURCE_EXHAUSTED, `a '${body.type}' payload of ${body.total} bytes exceeds this node's maxMessageBytes (${this.maxMessageBytes})`),
+              statusOf(grpc.status.RESOURCE_EXHAUSTED, `a '${body.type}' payload of ${body.total} bytes exceeds this node's maxChunkedBytes (${this.maxChunkedBytes})`),
             );
           }
           header = { type: body.type, total: body.total };
@@ -617,7 +636,7 @@ export class GrpcTransport implements Transport {
       }
       let args: unknown;
       try {
-        args = this.decode(concat(chunks, h.total), `the '${h.type}' payload`);
+        args = this.decode(concat(chunks, h.total), `the '${h.type}' payload`, this.maxChunkedBytes, this.unpackChunked);
       } catch (err) {
         this.refusedInput(auth.peerId, method, (err as StatusError).status.details);
         return finish((err as StatusError).status);

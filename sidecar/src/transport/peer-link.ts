@@ -57,6 +57,8 @@ export interface PeerLinkOptions {
   channelOptions: grpc.ChannelOptions;
   clusterSecret: string | undefined;
   maxMessageBytes: number;
+  /** Largest payload sent in chunks (snapshots). */
+  maxChunkedBytes: number;
   chunkBytes: number;
   timeoutMs: number;
   /** A peer that does not accept the stream, or acknowledge outstanding batches, for this long is down. */
@@ -128,12 +130,14 @@ export class PeerLink implements Connection {
     } catch (err) {
       return Promise.reject(new RaleError('INVALID_ARGUMENT', `the arguments of '${type}' cannot be encoded as msgpack: ${(err as Error).message}`));
     }
-    if (payload.length > this.o.maxMessageBytes) {
+    // Payloads above chunkBytes go in chunks, bounded by maxChunkedBytes; smaller ones in one frame.
+    const [limit, option] = payload.length > this.o.chunkBytes ? [this.o.maxChunkedBytes, 'maxChunkedBytes'] : [this.o.maxMessageBytes, 'maxMessageBytes'];
+    if (payload.length > limit) {
       return Promise.reject(
         new GrpcPeerError(
           grpc.status.RESOURCE_EXHAUSTED,
           this.o.peer,
-          `'${type}' to node ${this.o.peer} not sent: its payload is ${payload.length} bytes, above maxMessageBytes (${this.o.maxMessageBytes})`,
+          `'${type}' to node ${this.o.peer} not sent: its payload is ${payload.length} bytes, above ${option} (${limit})`,
         ),
       );
     }
