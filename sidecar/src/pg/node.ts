@@ -65,6 +65,7 @@ export class PgNode {
   static async start(options: PgNodeOptions): Promise<PgNode> {
     await migrate(options.connectionString);
     const node = new PgNode(options);
+    await node.seedUnloggedRows();
     await node.raft.start();
     node.running = true;
     await node.publishStatus();
@@ -87,6 +88,18 @@ export class PgNode {
     await this.pool.end();
   }
 
+  /**
+   * rale.pump and rale.read_rounds are UNLOGGED single-row tables: crash
+   * recovery of PostgreSQL (a killed server, a power cut) empties them. Put
+   * their row back before the services that UPDATE it start.
+   */
+  private async seedUnloggedRows(): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO rale.pump (id, sleeping) VALUES (true, true) ON CONFLICT (id) DO NOTHING;
+       INSERT INTO rale.read_rounds (id, ticket, read_index) VALUES (true, 0, 0) ON CONFLICT (id) DO NOTHING`,
+    );
+  }
+
   private reportError(err: Error, where: string): void {
     if (this.options.onError) this.options.onError(err, where);
   }
@@ -96,13 +109,17 @@ export class PgNode {
     if (!this.running) return;
     try {
       const s = this.raft.status();
-      await this.pool.query(
+      const { rows } = await this.pool.query<{ inserted: boolean }>(
         `INSERT INTO rale.node_status (id, node_id, role, term, leader, leader_address, commit_index, applied_index, last_index, updated_at)
          VALUES (true, $1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp())
          ON CONFLICT (id) DO UPDATE SET node_id = $1, role = $2, term = $3, leader = $4, leader_address = $5,
-           commit_index = $6, applied_index = $7, last_index = $8, updated_at = clock_timestamp()`,
+           commit_index = $6, applied_index = $7, last_index = $8, updated_at = clock_timestamp()
+         RETURNING (xmax = 0) AS inserted`,
         [s.id, s.role, s.term, s.leader, s.leader ? (this.raft.addressOf(s.leader) ?? null) : null, s.commit, s.applied, s.lastIndex],
       );
+      // node_status is unlogged too: its row missing means PostgreSQL recovered from a crash under us
+      // (or this is the first status): the other unlogged rows are gone as well.
+      if (rows[0]?.inserted) await this.seedUnloggedRows();
       const config = JSON.stringify(s.config);
       if (config !== this.publishedConfig) {
         const ids = [...s.config.voters, ...s.config.learners];
@@ -138,7 +155,12 @@ export class PgNode {
         const newest = row?.is_called ? row.last_value : 0;
         if (newest > served) {
           const readIndex = await this.raft.readIndex();
-          await this.pool.query('UPDATE rale.read_rounds SET ticket = $1, read_index = $2', [newest, readIndex]);
+          // An upsert: the row vanishes when PostgreSQL recovers from a crash under a running node (unlogged table).
+          await this.pool.query(
+            `INSERT INTO rale.read_rounds (id, ticket, read_index) VALUES (true, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET ticket = EXCLUDED.ticket, read_index = EXCLUDED.read_index`,
+            [newest, readIndex],
+          );
           served = newest;
           lastDemand = Date.now();
           continue;
