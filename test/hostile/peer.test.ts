@@ -244,17 +244,19 @@ test('wrong, missing or oversized credentials and sizes: refused before anything
 
 // ---------------------------------------------------------------- named regressions
 
-// Known bug in the driver (sidecar/src/node/raft-node.ts handleCall, not this work's file): the
-// 'propose', 'submit' and 'config' arguments are destructured before they are checked, so a peer's
-// null arguments come back as a remote TypeError ("Cannot destructure property 'data' of ... null"),
-// and a 'config' change is handed to the core unchecked. ava reports this test as fixed once it is.
-test.failing("known driver bug: a 'propose' call with null or non-map arguments should be INVALID_ARGUMENT naming the field, not a TypeError", async (t) => {
+// The driver (RaftNode.handleCall) used to destructure forwarded calls' arguments before checking
+// them: a peer's null arguments came back as a remote TypeError, and a 'config' change reached the
+// core unchecked.
+test('regression: forwarded calls (propose, submit, config) with null or malformed arguments get INVALID_ARGUMENT, not a TypeError', async (t) => {
   const v = await victim(t);
   const client = rawClient(t, v.transport.address);
   for (const value of [
     { type: 'propose', args: null },
     { type: 'submit', args: 5 },
     { type: 'config', args: { change: null } },
+    { type: 'config', args: { change: { type: 'addVoter' } } },
+    { type: 'propose', args: { data: new Uint8Array(2), hops: -1 } },
+    { type: 'submit', args: [] },
   ]) {
     const answer = await unary(client, frame(value));
     t.is(answer.code, grpc.status.INVALID_ARGUMENT, `${JSON.stringify(value)}: ${grpc.status[answer.code]} ${answer.details}`);

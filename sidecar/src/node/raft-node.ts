@@ -83,6 +83,22 @@ interface ForwardedProposal {
 }
 
 const MAX_FORWARD_HOPS = 2;
+
+/**
+ * The arguments of a forwarded call: a map holding `field`, and `hops`, a
+ * small non-negative integer (missing: the limit, so it is not passed on).
+ */
+function forwardedArgs(type: string, args: unknown, field: string): Record<string, unknown> & { hops: number } {
+  if (args === null || typeof args !== 'object' || Array.isArray(args) || args instanceof Uint8Array) {
+    throw new RaleError('INVALID_ARGUMENT', `a '${type}' call carries a map {${field}, hops}, got ${args === null ? 'null' : Array.isArray(args) ? 'an array' : typeof args}`, { field: 'args' });
+  }
+  const map = args as Record<string, unknown>;
+  const hops = map.hops === undefined ? MAX_FORWARD_HOPS : map.hops;
+  if (typeof hops !== 'number' || !Number.isSafeInteger(hops) || hops < 0) {
+    throw new RaleError('INVALID_ARGUMENT', `a '${type}' call's hops must be a non-negative integer`, { field: 'hops' });
+  }
+  return { ...map, hops };
+}
 /** Committed batches handed to the state machine and not yet applied, at most (see enqueueApply). */
 const MAX_APPLIES_IN_FLIGHT = 2;
 
@@ -97,6 +113,7 @@ export class RaftNode extends EventEmitter {
   private timer: NodeJS.Timeout | null = null;
   private processing = false;
   private stopped = false;
+  private stopping: Promise<void> | null = null;
   private readonly connections = new Map<NodeId, Connection>();
   private readonly addresses = new Map<NodeId, string>();
   /** Proposals made here, by log index: resolved when that index applies. */
@@ -158,8 +175,18 @@ export class RaftNode extends EventEmitter {
     this.kick();
   }
 
-  async stop(): Promise<void> {
-    if (this.stopped) return;
+  /**
+   * Stops the node: pending requests fail with STOPPED, the Ready batch in
+   * progress finishes its storage writes, the transport closes. A second
+   * call waits for the first to finish (a caller that then closes the
+   * storage must not do so under a Ready batch still writing).
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
     const stoppedError = () => new RaleError('STOPPED', `node ${this.id} stopped`);
@@ -399,21 +426,30 @@ export class RaftNode extends EventEmitter {
         this.kick();
         return null;
       }
+      // Forwarded work from a peer: checked field by field before use, since
+      // a peer (or whatever got past its authentication) may send anything.
       case 'propose': {
-        const { data, hops } = args as ForwardedProposal;
-        if (!(data instanceof Uint8Array)) throw new RaleError('INVALID_ARGUMENT', "a 'propose' call carries {data: bytes}");
-        return this.proposeData(data, undefined, typeof hops === 'number' ? hops : MAX_FORWARD_HOPS);
+        const { data, hops } = forwardedArgs(type, args, 'data');
+        if (!(data instanceof Uint8Array)) throw new RaleError('INVALID_ARGUMENT', "a 'propose' call carries {data: bytes}", { field: 'data' });
+        return this.proposeData(data, undefined, hops);
       }
       case 'submit': {
-        const { payloads, hops } = args as { payloads: unknown; hops: unknown };
+        const { payloads, hops } = forwardedArgs(type, args, 'payloads');
         if (!Array.isArray(payloads) || !payloads.every((p) => p instanceof Uint8Array)) {
-          throw new RaleError('INVALID_ARGUMENT', "a 'submit' call carries {payloads: bytes[]}");
+          throw new RaleError('INVALID_ARGUMENT', "a 'submit' call carries {payloads: bytes[]}", { field: 'payloads' });
         }
-        return this.submit(payloads as Uint8Array[], undefined, typeof hops === 'number' ? hops : MAX_FORWARD_HOPS);
+        return this.submit(payloads as Uint8Array[], undefined, hops);
       }
       case 'config': {
-        const { change, hops } = args as { change: ConfigChange; hops: unknown };
-        return this.submitConfigChange(change, undefined, typeof hops === 'number' ? hops : MAX_FORWARD_HOPS);
+        const { change, hops } = forwardedArgs(type, args, 'change');
+        let checked: ConfigChange;
+        try {
+          // The same check a config entry gets when it is read back from the log.
+          checked = decodeConfigChange(new TextEncoder().encode(JSON.stringify(change ?? null)));
+        } catch (err) {
+          throw new RaleError('INVALID_ARGUMENT', `a 'config' call carries {change}: ${(err as Error).message}`, { field: 'change' });
+        }
+        return this.submitConfigChange(checked, undefined, hops);
       }
       default:
         throw new RaleError('INVALID_ARGUMENT', `unknown call type '${type}'`);

@@ -65,27 +65,34 @@ export class PgNode {
   static async start(options: PgNodeOptions): Promise<PgNode> {
     await migrate(options.connectionString);
     const node = new PgNode(options);
-    await node.seedUnloggedRows();
-    await node.raft.start();
-    node.running = true;
-    await node.publishStatus();
-    node.raft.on('role', () => void node.publishStatus());
-    node.statusTimer = setInterval(() => void node.publishStatus(), options.statusEveryMs ?? 100);
-    await node.pump.start();
-    node.readLoop = node.serveReadBarriers();
-    return node;
+    try {
+      await node.seedUnloggedRows();
+      await node.raft.start();
+      node.running = true;
+      await node.publishStatus();
+      node.raft.on('role', () => void node.publishStatus());
+      node.statusTimer = setInterval(() => void node.publishStatus(), options.statusEveryMs ?? 100);
+      await node.pump.start();
+      node.readLoop = node.serveReadBarriers();
+      return node;
+    } catch (err) {
+      // A start that fails halfway (the database went away meanwhile) must not leave a running Raft node, pools or timers behind: callers retry.
+      node.running = true;
+      await node.stop().catch(() => {});
+      throw err;
+    }
   }
 
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
     if (this.statusTimer !== null) clearInterval(this.statusTimer);
-    await this.pump.stop();
+    await this.pump.stop().catch(() => {});
     await this.readLoop;
     await this.raft.stop();
-    await this.log.close();
-    await this.stateMachine.close();
-    await this.pool.end();
+    await this.log.close().catch(() => {});
+    await this.stateMachine.close().catch(() => {});
+    await this.pool.end().catch(() => {});
   }
 
   /**

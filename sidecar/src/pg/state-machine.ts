@@ -25,6 +25,7 @@ import pg from 'pg';
 import { EntryKind, type Entry, type SnapshotMeta } from '../core/types.ts';
 import { decodeConfigChange } from '../core/config.ts';
 import type { ApplyResult, StateMachine } from '../storage/types.ts';
+import { commandProblem, proposalIdProblem } from '../node/command-limits.ts';
 import { decodeCommand } from '../node/command.ts';
 import { pgTypes } from './types.ts';
 
@@ -219,8 +220,13 @@ export function planEntry(entry: Entry): EntryPlan {
   const envelope = safeDecode(entry.data);
   if (typeof envelope === 'string') return { action: 'bad', error: envelope };
   const id = envelope.id;
+  // Deterministic limits (see node/command-limits.ts): an entry the database could not store fails as that entry, identically on every node, instead of stopping apply.
+  const idProblem = proposalIdProblem(id);
+  if (idProblem !== null) return { action: 'bad', error: idProblem };
   const command = envelope.command;
   if (command === null || typeof command !== 'object') return { action: 'fail', id, error: 'a command must be a JSON object' };
+  const limitProblem = commandProblem(command);
+  if (limitProblem !== null) return { action: 'fail', id, error: limitProblem };
   const c = command as Record<string, unknown>;
   const key = typeof c.key === 'string' ? c.key : null;
   switch (c.op) {

@@ -7,6 +7,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { NextFunction, Request, RequestHandler, Response, Router } from 'express';
 import { RaleError } from '../errors.ts';
+import { commandProblem, proposalIdProblem } from '../node/command-limits.ts';
 import type { ConfigChange, NodeId } from '../core/types.ts';
 import type { RaleApi } from '../http/api.ts';
 import type { SupervisedBackend } from '../process/supervised-backend.ts';
@@ -197,7 +198,12 @@ export class BridgeHost {
       options: Object.freeze({ ...options }),
       log: (level, message, fields) => log.log(level, `bridge:${b.name}`, message, fields),
 
-      propose: (command, opts = {}) => raft().command(command, { id: opts.id, timeoutMs: opts.timeoutMs ?? requestTimeoutMs }),
+      propose: async (command, opts = {}) => {
+        // The limits SQL's rale.check_command applies to SQL and REST clients; bridges do not go through SQL.
+        const problem = commandProblem(command) ?? (opts.id !== undefined ? proposalIdProblem(opts.id) : null);
+        if (problem !== null) throw new RaleError('INVALID_ARGUMENT', `bridge ${b.name}: cannot propose this command: ${problem}`);
+        return raft().command(command, { id: opts.id, timeoutMs: opts.timeoutMs ?? requestTimeoutMs });
+      },
       read: async (key, consistency, timeoutMs = requestTimeoutMs) => {
         if (consistency === 'linearizable') await raft().readBarrier(timeoutMs);
         const { entry } = await backend.readKey(key);
