@@ -217,7 +217,11 @@ export class LinkProxy {
     for (const socket of [pair.client, pair.upstream]) {
       if (socket === null || socket.destroyed) continue;
       socket.on('error', () => {});
-      if (reset) socket.resetAndDestroy();
+      // Resetting a socket whose shutdown (asked by end()) is still pending
+      // fails in libuv (EINVAL); seen here as a test worker that never exited,
+      // spinning at 100% CPU in Node's exit-time handle cleanup. A socket
+      // already ended (or still connecting) is past resetting: plain destroy().
+      if (reset && !socket.writableEnded && !socket.connecting) socket.resetAndDestroy();
       else socket.destroy();
     }
   }
