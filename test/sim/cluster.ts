@@ -295,6 +295,11 @@ export class Cluster implements NodeHost {
   crash(id: NodeId): void {
     this.node(id).crash();
     this.note(`crash ${id}`);
+    // As the gRPC transport does when a peer's process dies (its connection is reset):
+    // the other live nodes hear that `id` is down, and stop trusting it if it led them.
+    for (const other of this.nodes) {
+      if (other.id !== id && other.core !== null) other.withCore((core) => core.leaderUnreachable(id));
+    }
   }
 
   restart(id: NodeId): void {

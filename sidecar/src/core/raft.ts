@@ -359,6 +359,28 @@ export class RaftCore {
   }
 
   /**
+   * The driver learned that `peer`'s connection broke abruptly (its process
+   * died). If that peer is this follower's leader, the follower stops
+   * trusting it at once: it drops the lease (so it grants the pre-votes of
+   * the other followers, which learned the same) and moves its election
+   * timer close to expiry, leaving a random 1 to electionTicks/2 ticks so
+   * that the followers rarely campaign in the same tick (if they do, the
+   * split vote costs one ordinary election timeout).
+   *
+   * Only timing changes: elections are safe at any time. If the hint was
+   * wrong (the leader lives), its next heartbeat restores the lease before
+   * the timer fires, or the pre-vote fails against the followers still in
+   * lease and nothing is disturbed.
+   */
+  leaderUnreachable(peer: NodeId): void {
+    if (this.role !== Role.Follower || this.leader !== peer) return;
+    this.leader = null;
+    const spread = Math.max(1, Math.floor(this.options.electionTicks / 2));
+    const remaining = 1 + Math.floor(this.options.random() * spread);
+    this.electionElapsed = Math.max(this.electionElapsed, this.randomizedElectionTimeout - remaining);
+  }
+
+  /**
    * Starts an election now (pre-vote first when enabled). `transfer` marks an
    * election that a leader asked for, which voters grant despite their lease.
    */

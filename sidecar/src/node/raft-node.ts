@@ -40,6 +40,7 @@ import {
 import type { ApplyResult, LogStorage, StateMachine } from '../storage/types.ts';
 import type { Connection, Transport } from './transport.ts';
 import { encodeCommand } from './command.ts';
+import { span, tracing } from './trace.ts';
 
 export interface RaftNodeOptions {
   id: NodeId;
@@ -114,6 +115,7 @@ export class RaftNode extends EventEmitter {
   private processing = false;
   private stopped = false;
   private stopping: Promise<void> | null = null;
+  private unsubscribePeerDown: (() => void) | null = null;
   private readonly connections = new Map<NodeId, Connection>();
   private readonly addresses = new Map<NodeId, string>();
   /** Proposals made here, by log index: resolved when that index applies. */
@@ -171,6 +173,13 @@ export class RaftNode extends EventEmitter {
     const seed = this.options.seed ?? cryptoRandomInt(0, 2 ** 31);
     this.core = new RaftCore({ ...this.options.core, id: this.id, random: seededRandom(seed) }, state);
     await this.options.transport.listen(this.id, (type, args) => this.handleCall(type, args));
+    // A peer whose connection broke abruptly has likely died: if it led, campaign soon instead of after a whole election timeout.
+    this.unsubscribePeerDown =
+      this.options.transport.onPeerDown?.((peer) => {
+        if (this.stopped || this.core === null) return;
+        this.core.leaderUnreachable(peer);
+        this.kick();
+      }) ?? null;
     this.timer = setInterval(() => this.onTick(), this.options.tickMs ?? 100);
     this.kick();
   }
@@ -188,6 +197,7 @@ export class RaftNode extends EventEmitter {
 
   private async doStop(): Promise<void> {
     this.stopped = true;
+    this.unsubscribePeerDown?.();
     if (this.timer !== null) clearInterval(this.timer);
     const stoppedError = () => new RaleError('STOPPED', `node ${this.id} stopped`);
     for (const w of this.proposalWaiters.values()) this.settle(w, stoppedError());
@@ -258,7 +268,11 @@ export class RaftNode extends EventEmitter {
     if (leader === this.id) {
       const { index, term } = core.propose(data);
       this.kick();
-      return this.waitForIndex(index, term, Math.max(1, deadline - Date.now()));
+      if (!tracing) return this.waitForIndex(index, term, Math.max(1, deadline - Date.now()));
+      const from = performance.now();
+      const outcome = await this.waitForIndex(index, term, Math.max(1, deadline - Date.now()));
+      span('propose.toApplied', performance.now() - from, 1, this.id);
+      return outcome;
     }
     if (hops >= MAX_FORWARD_HOPS) {
       throw new RaleError('NOT_LEADER', `node ${this.id} is not the leader (forwarded ${hops} times already)`, { leader });
@@ -486,10 +500,14 @@ export class RaftNode extends EventEmitter {
       while (!this.stopped && core.hasReady()) {
         // Backpressure: at most MAX_APPLIES_IN_FLIGHT batches wait to apply;
         // meanwhile commits accumulate into the next, larger, batch.
+        const waitFrom = tracing ? performance.now() : 0;
         while (this.appliesInFlight >= MAX_APPLIES_IN_FLIGHT && !this.stopped) await this.applying.catch(() => {});
+        if (tracing && this.appliesInFlight > 0) span('ready.applyBackpressure', performance.now() - waitFrom, 1, this.id);
         if (this.stopped) break;
         const ready = core.ready();
+        const readyFrom = tracing ? performance.now() : 0;
         await this.handleReady(core, ready);
+        if (tracing) span('ready.handle', performance.now() - readyFrom, ready.entries.length, this.id);
         core.advance(ready);
         await this.maybeSnapshot(core);
       }
@@ -512,7 +530,9 @@ export class RaftNode extends EventEmitter {
     // leaves only once the persist is durable.
     if (ready.sendBeforePersist) this.sendMessages(core, ready.messages);
     if (ready.snapshot !== null || ready.entries.length > 0 || ready.hardState !== null) {
+      const from = tracing ? performance.now() : 0;
       await log.persist({ snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState });
+      if (tracing) span('persist', performance.now() - from, ready.entries.length, this.id);
     }
     if (ready.snapshot !== null) {
       // The snapshot replaces the state machine: every earlier apply first.
@@ -550,7 +570,9 @@ export class RaftNode extends EventEmitter {
     this.appliesInFlight++;
     const next = this.applying.then(async () => {
       if (this.stopped) throw new RaleError('STOPPED', `node ${this.id} stopped`);
+      const from = tracing ? performance.now() : 0;
       const results = await stateMachine.apply(entries);
+      if (tracing) span('apply', performance.now() - from, entries.length, this.id);
       this.onApplied(entries, results);
     });
     this.applying = next;

@@ -27,6 +27,13 @@ export interface Transport {
   connect(localId: NodeId, peer: NodeId, address?: string): Connection;
   /** Stops listening and closes every connection. */
   close(): Promise<void>;
+  /**
+   * Optional: calls `listener` when a peer's connection to this node broke
+   * abruptly (its process died: the kernel reset the connection), as opposed
+   * to going quiet. A hint for faster failover, never needed for safety.
+   * Returns the unsubscribe function.
+   */
+  onPeerDown?(listener: (peer: NodeId) => void): () => void;
 }
 
 /**

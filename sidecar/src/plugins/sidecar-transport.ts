@@ -57,6 +57,7 @@ export class SidecarTransport implements Transport {
         own = handler;
       },
       connect: (localId, peer, address) => this.connect(localId, peer, address),
+      onPeerDown: (listener) => this.base.onPeerDown(listener),
       close: async () => {
         if (own !== null && this.handler === own) this.handler = null;
         own = null;

@@ -186,6 +186,7 @@ export class GrpcTransport implements Transport {
   private handler: InvokeHandler | null = null;
   private closed = false;
   private readonly links = new Set<PeerLink>();
+  private readonly peerDownListeners = new Set<(peer: NodeId) => void>();
   private readonly liveStreams = new Set<grpc.ServerDuplexStream<InFrame, OutFrame>>();
   private chunkedInProgress = 0;
   private readonly securityReports = new Map<string, { last: number; suppressed: number }>();
@@ -332,6 +333,21 @@ export class GrpcTransport implements Transport {
     });
     this.links.add(link);
     return link;
+  }
+
+  onPeerDown(listener: (peer: NodeId) => void): () => void {
+    this.peerDownListeners.add(listener);
+    return () => void this.peerDownListeners.delete(listener);
+  }
+
+  private emitPeerDown(peer: NodeId): void {
+    for (const listener of this.peerDownListeners) {
+      try {
+        listener(peer);
+      } catch (err) {
+        this.log('warn', `a peer-down listener failed: ${(err as Error).message}`);
+      }
+    }
   }
 
   /** Adds or replaces a peer's address for later `connect` calls without one. */
@@ -683,6 +699,10 @@ export class GrpcTransport implements Transport {
     call.on('cancelled', () => {
       ended = true;
       this.liveStreams.delete(call);
+      // The peer's end of the stream went away without closing it: its process
+      // died or its connection was reset. (A transport closing cleanly ends the
+      // stream instead.) Tell the node, which may stop trusting that leader.
+      if (!this.closed) this.emitPeerDown(peerId);
     });
     this.liveStreams.add(call);
     // Response headers now: the client counts the stream up when they arrive.
