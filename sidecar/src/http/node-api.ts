@@ -12,6 +12,7 @@ import type { PgNode } from '../pg/node.ts';
 import type { ApiBackend, LogEntryView } from './api.ts';
 import { HttpError, badField } from './errors.ts';
 import type { ProposableCommand } from './validate.ts';
+import { span, tracing } from '../node/trace.ts';
 
 /** SQLSTATEs that rale.check_command raises for a command it refuses. */
 const INVALID_PARAMETER_VALUE = '22023';
@@ -45,8 +46,10 @@ export function pgNodeBackend(node: PgNode): ApiBackend {
      * max_command_bytes setting and the registry of handlers live there.
      */
     async checkCommand(command: ProposableCommand) {
+      const from = tracing ? performance.now() : 0;
       try {
         await pool.query('SELECT rale.check_command($1::jsonb)', [JSON.stringify(command)]);
+        if (tracing) span('api.checkCommand', performance.now() - from);
       } catch (err) {
         const e = err as { code?: string; message: string; hint?: string };
         const message = e.message.replace(/^rale: /, '');

@@ -25,6 +25,7 @@ import { RaleError, isRaleError } from '../errors.ts';
 import type { ConfigChange } from '../core/types.ts';
 import type { RaftNode } from '../node/raft-node.ts';
 import { encodeCommand } from '../node/command.ts';
+import { span, tracing } from '../node/trace.ts';
 
 // pg-listen is CommonJS with `exports.default = fn`: under NodeNext the
 // default import is the exports object, and the function is its `.default`.
@@ -173,10 +174,14 @@ export class ProposalPump {
    * batch is applied here. Returns false when there was nothing to take.
    */
   private async takeAndSubmit(): Promise<boolean> {
+    const connectFrom = tracing ? performance.now() : 0;
     const client = await this.options.pool.connect();
+    if (tracing) span('pump.connect', performance.now() - connectFrom);
     let submitted: Submitted;
     try {
+      const takeFrom = tracing ? performance.now() : 0;
       const rows = await this.takeBatch(client);
+      if (tracing) span(rows.length > 0 ? 'pump.take' : 'pump.takeEmpty', performance.now() - takeFrom, rows.length);
       if (rows.length === 0) {
         await client.query('COMMIT');
         client.release();
@@ -202,9 +207,17 @@ export class ProposalPump {
   private holdUntilApplied(client: pg.PoolClient, submitted: Submitted): Promise<void> {
     return (async () => {
       try {
+        const from = tracing ? performance.now() : 0;
         await this.record(client, submitted);
+        const recorded = tracing ? performance.now() : 0;
         if (submitted.highest > 0) await this.options.node.waitApplied(submitted.highest, this.options.resubmitAfterMs).catch(() => {});
+        const applied = tracing ? performance.now() : 0;
         await client.query('COMMIT');
+        if (tracing) {
+          span('pump.record', recorded - from, submitted.done.length);
+          span('pump.waitApplied', applied - recorded, submitted.done.length);
+          span('pump.commit', performance.now() - applied, submitted.done.length);
+        }
       } catch (err) {
         this.options.onError?.(err as Error);
         await client.query('ROLLBACK').catch(() => {});
