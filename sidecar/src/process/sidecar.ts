@@ -260,6 +260,8 @@ export class Sidecar {
       if (code !== undefined && FATAL_CONNECT_CODES.has(code)) {
         throw new RaleError('STORAGE', `PostgreSQL refused the connection (${code}): ${error.message}; fix databaseUrl`, { field: 'databaseUrl' });
       }
+      // /health says why the node is not up yet, not merely that it is starting.
+      this.backend.detach(`it is waiting for its PostgreSQL to answer (${error.message})`);
       if (Date.now() - lastLogged > 5_000) {
         this.log.warn('postgres', `waiting for PostgreSQL: ${error.message}`, { database: redact(this.config.databaseUrl) });
         lastLogged = Date.now();
@@ -353,9 +355,17 @@ export class Sidecar {
       await this.handOffLeadership(node);
       this.backend.detach(`its PostgreSQL does not answer (${reason})`);
       await node.stop().catch(() => {});
+      let lastLogged = Date.now();
       while (!this.stopRequested) {
         const error = await this.tryConnect();
-        if (error === null) {
+        if (error !== null) {
+          // The latest reason, for /health and for the log (every 5 s, not every attempt).
+          this.backend.detach(`its PostgreSQL does not answer (${error.message}); the node restarts once it does`);
+          if (Date.now() - lastLogged > 5_000) {
+            this.log.warn('postgres', `still waiting for PostgreSQL: ${error.message}`, { database: redact(this.config.databaseUrl) });
+            lastLogged = Date.now();
+          }
+        } else {
           try {
             await this.startNode();
             this.log.info('sidecar', 'PostgreSQL answers again: the node is back');
