@@ -159,7 +159,8 @@ export class Cluster {
       postgres: server,
       sidecar: null,
       pool,
-      member: true,
+      // A joining node counts once its join succeeded (addNode).
+      member: founder,
     };
     this.nodes.set(id, node);
     return node;
@@ -483,7 +484,7 @@ export class Cluster {
     const ingress = new LinkProxy(`*->${id}`, node.peerPort);
     await ingress.listen();
     this.ingress.set(id, ingress);
-    for (const other of this.members) if (other !== id) await this.mesh.add(id, other, this.node(other).peerPort);
+    for (const other of this.members) await this.mesh.add(id, other, this.node(other).peerPort);
     const sidecar = this.spawn(id);
     // Not healthy before it is joined (not a member yet): wait until its API answers at all.
     await waitFor(`the API of ${id} to answer`, async () => {
@@ -494,7 +495,9 @@ export class Cluster {
     const via = options.via ?? this.members.find((m) => m !== id && this.node(m).sidecar !== null);
     if (via === undefined) throw new Error(`no running member to join ${id} through`);
     this.record(id, `[harness] POST /cluster/join on ${via}`);
-    return this.api(via, 'POST', '/cluster/join', { node_id: id, address: `127.0.0.1:${ingress.port}` }, options.timeoutMs ?? 90_000);
+    const answer = await this.api(via, 'POST', '/cluster/join', { node_id: id, address: `127.0.0.1:${ingress.port}` }, options.timeoutMs ?? 90_000);
+    if (answer.status === 200) node.member = true;
+    return answer;
   }
 
   /** DELETE /cluster/nodes/{id} on `via` (default: the node itself). Marks it removed when the answer is 200. */
