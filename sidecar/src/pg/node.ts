@@ -82,7 +82,9 @@ export class PgNode {
   /** Installs or upgrades the schema, then starts Raft and the services. */
   static async start(options: PgNodeOptions): Promise<PgNode> {
     await migrate(options.connectionString);
-    const node = new PgNode(options);
+    // Members that joined later are dialled at the address of their addLearner entry; once that entry is
+    // compacted into a snapshot, only rale.members (published from the configuration) still has it.
+    const node = new PgNode({ ...options, addresses: { ...(await publishedAddresses(options.connectionString)), ...(options.addresses ?? {}) } });
     try {
       await node.seedUnloggedRows();
       await node.raft.start();
@@ -198,5 +200,18 @@ export class PgNode {
       const busy = Date.now() - lastDemand < 2000;
       await new Promise((resolve) => setTimeout(resolve, busy ? 1 : 20));
     }
+  }
+}
+
+/** Peer addresses this node published in rale.members, from the config entries it saw (joined members' included). */
+async function publishedAddresses(connectionString: string): Promise<Record<NodeId, string>> {
+  const client = new pg.Client({ connectionString });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ node_id: string; address: string }>('SELECT node_id, address FROM rale.members WHERE address IS NOT NULL');
+    return Object.fromEntries(rows.map((r) => [r.node_id, r.address]));
+  } finally {
+    await client.end().catch(() => {});
   }
 }
