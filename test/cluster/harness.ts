@@ -13,6 +13,7 @@
  *   }
  */
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -86,6 +87,35 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
+/**
+ * A port on 127.0.0.1 that is free now, chosen below the kernel's ephemeral
+ * range. A port from listen(0) lies inside that range, where any outgoing
+ * connection of the machine (pg clients, gRPC links, other tests) may take
+ * it as its source port in the seconds before a sidecar binds it: measured
+ * here as `EADDRINUSE` at start on a busy machine. Falls back to freePort().
+ */
+export async function quietPort(): Promise<number> {
+  let low = 32768;
+  try {
+    low = Number((await fs.readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')).trim().split(/\s+/)[0]) || low;
+  } catch {
+    // not Linux: the usual default
+  }
+  const from = 10_000;
+  if (low - from < 1_000) return freePort();
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = from + Math.floor(Math.random() * (low - from));
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.unref();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  return freePort();
+}
+
 /** Sidecars still running when the test process exits are killed with it (a crashed test must not leave them behind). */
 const live = new Set<SidecarProcess>();
 process.on('exit', () => {
@@ -108,6 +138,17 @@ export class Cluster {
   ) {}
 
   static async start(options: ClusterOptions): Promise<Cluster> {
+    // Two test processes may pick the same free port in the same second: start again on other ports.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await Cluster.startOnce(options);
+      } catch (err) {
+        if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+      }
+    }
+  }
+
+  private static async startOnce(options: ClusterOptions): Promise<Cluster> {
     const root = await fs.mkdtemp(path.join(os.tmpdir(), `rale-cluster-${options.name}-`));
     // PostgreSQL runs as the `postgres` user when we are root: it must be able to enter the folder.
     await fs.chmod(root, 0o755);
@@ -115,10 +156,10 @@ export class Cluster {
     try {
       const ids = Array.from({ length: options.size }, (_, k) => `node${k + 1}`);
       await ensureTemplate();
-      const servers = await Promise.all(ids.map((id) => startPostgres({ dataDir: path.join(root, id), persistent: true, onLog: (line) => cluster.record(id, `[pg] ${line}`) })));
+      const servers = await Promise.all(ids.map((id) => cluster.startNewPostgres(id)));
       for (const [k, id] of ids.entries()) {
         const server = servers[k] as PostgresInstance;
-        cluster.addNodeRecord(id, true, server, await freePort(), await freePort());
+        cluster.addNodeRecord(id, true, server, await quietPort(), await quietPort());
       }
       for (const from of ids) for (const to of ids) if (from !== to) await cluster.mesh.add(from, to, cluster.node(to).peerPort);
       for (const id of ids) cluster.spawn(id);
@@ -213,6 +254,17 @@ export class Cluster {
     node.sidecar = sidecar;
     this.record(id, `[harness] sidecar started, pid ${sidecar.child.pid}`);
     return sidecar;
+  }
+
+  /** A new node's PostgreSQL server, on a quiet port (another one if that was taken meanwhile). */
+  private async startNewPostgres(id: string): Promise<PostgresInstance> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await startPostgres({ dataDir: path.join(this.root, id), port: await quietPort(), persistent: true, onLog: (line) => this.record(id, `[pg] ${line}`) });
+      } catch (err) {
+        if (attempt >= 5 || !/is in use/.test((err as Error).message)) throw err;
+      }
+    }
   }
 
   databaseUrl(id: string): string {
@@ -478,8 +530,8 @@ export class Cluster {
    */
   async addNode(id: string, options: { via?: string; timeoutMs?: number } = {}): Promise<ApiAnswer> {
     if (this.nodes.has(id)) throw new Error(`the cluster already has a node ${id}`);
-    const server = await startPostgres({ dataDir: path.join(this.root, id), persistent: true, onLog: (line) => this.record(id, `[pg] ${line}`) });
-    const node = this.addNodeRecord(id, false, server, await freePort(), await freePort());
+    const server = await this.startNewPostgres(id);
+    const node = this.addNodeRecord(id, false, server, await quietPort(), await quietPort());
     // Every member dials a joined node at the one address given at join: a shared ingress proxy.
     const ingress = new LinkProxy(`*->${id}`, node.peerPort);
     await ingress.listen();
