@@ -229,7 +229,9 @@ export class Cluster {
     if (node.sidecar !== null) throw new Error(`the sidecar of ${id} already runs; kill or stop it first`);
     const members: Record<string, { peerPort: number; apiPort: number; peerAddress?: string }> = {};
     for (const other of this.nodes.values()) {
-      if (!other.member && other.id !== id) continue;
+      // Founders stay in the peer list after their removal, as in an operator's config file: a founder's
+      // --bootstrap names them all, and rale start refuses a founding voter without an address.
+      if (!other.member && other.id !== id && !(node.founder && other.founder)) continue;
       members[other.id] = { peerPort: other.peerPort, apiPort: other.apiPort, ...(other.id !== id ? { peerAddress: this.dialAddress(id, other.id) } : {}) };
     }
     const founders = [...this.nodes.values()].filter((n) => n.founder).map((n) => n.id);
