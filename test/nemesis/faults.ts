@@ -391,11 +391,16 @@ export class Nemesis {
     }
     const leader = await c.leader({ timeoutMs });
     for (const id of this.unfinishedJoins) {
-      if (!c.node(id).member) continue;
+      // The harness counts a joining node as a member only once its join answered 200; a join resumes where it stopped.
+      const node = c.node(id);
+      if (node.postgres === null) await c.startPostgres(id);
+      if (node.sidecar === null) await c.startSidecar(id, false);
       this.note(`heal: finishing the join of ${id}`);
       const answer = await c.api(leader, 'POST', '/cluster/join', { node_id: id, address: this.joinAddress(id) }, 60_000).catch((err: Error) => ({ status: 0, body: err.message }));
       this.note(`heal: join of ${id} answered ${answer.status}`);
+      if (answer.status === 200) node.member = true;
     }
+    this.unfinishedJoins.clear();
     // A removal that did not answer 200 may still have happened: the leader's configuration decides.
     const status = await c.status(leader);
     const config = new Set<string>([...((status?.voters as string[]) ?? []), ...((status?.learners as string[]) ?? [])]);
