@@ -19,6 +19,11 @@
 --    NULL in the condition) and was only refused later, asynchronously; node
 --    ids and addresses of any shape and size were accepted (a 4 KB node id
 --    cannot be published in rale.members). Now: the REST API's rules.
+--  * rale.wait: a waiter whose row was still pending (not yet taken by the
+--    pump, all of whose batches were in flight) polled it, about 30 row-lock
+--    probes and pg_sleep calls per proposal at 64 clients, which saturated
+--    the leader's PostgreSQL. It now blocks on the pump's pick gate (an
+--    advisory lock, see sidecar/src/pg/pump.ts) instead.
 --  * rale.read_barrier / rale.wait: a NULL timeout_ms gave "read barrier not
 --    confirmed within <NULL> ms" or waited without bound; a negative one made
 --    the barrier fail as if the cluster were down. Now a clear error.
@@ -138,7 +143,8 @@ DECLARE
     deadline    timestamptz := clock_timestamp() + make_interval(secs => greatest(timeout_ms, 0) / 1000.0);
     pause       double precision := 0.001;
     remaining   double precision;
-    waited_from timestamptz;
+    row_held    boolean;
+    gate_open   boolean;
     out         rale.outcome;
 BEGIN
     IF proposal IS NULL THEN
@@ -163,17 +169,55 @@ BEGIN
             out.status := 'timed_out';
             RETURN out;
         END IF;
-        waited_from := clock_timestamp();
+        -- The pump holds a batch's rows FOR UPDATE from when it takes them
+        -- until they are applied here: waiting for that lock is waiting for
+        -- the outcome. Whether the row is held is asked first (NOWAIT), so
+        -- that a slow probe on a busy machine is never taken for a wait.
+        -- Locks are taken in subtransactions rolled back at once: never kept.
+        row_held := false;
         BEGIN
-            PERFORM set_config('lock_timeout', greatest(ceil(remaining), 1)::integer || 'ms', true);
-            PERFORM 1 FROM rale.proposals WHERE id = proposal FOR SHARE;
+            PERFORM 1 FROM rale.proposals WHERE id = proposal FOR SHARE NOWAIT;
             RAISE SQLSTATE 'RL000';
         EXCEPTION
-            WHEN SQLSTATE 'RL000' OR lock_not_available THEN NULL;
+            WHEN SQLSTATE 'RL000' THEN NULL;
+            WHEN lock_not_available THEN row_held := true;
         END;
-        IF clock_timestamp() - waited_from < interval '200 microseconds' THEN
-            PERFORM pg_sleep(pause);
-            pause := least(pause * 2, 0.005);
+        IF row_held THEN
+            BEGIN
+                PERFORM set_config('lock_timeout', greatest(ceil(remaining), 1)::integer || 'ms', true);
+                PERFORM 1 FROM rale.proposals WHERE id = proposal FOR SHARE;
+                RAISE SQLSTATE 'RL000';
+            EXCEPTION
+                WHEN SQLSTATE 'RL000' OR lock_not_available THEN NULL;
+            END;
+        ELSE
+            -- Not held: the row is not in a pump batch (pending, or given
+            -- up and waiting for resubmission). While all the pump's batches
+            -- are in flight it holds the pick gate (advisory lock "rale", 3)
+            -- and lets waiters through when it takes the next batch: wait for
+            -- it (shared, in a subtransaction rolled back at once, so it is
+            -- never kept), then look again. Open gate (the pump can take rows
+            -- now, or the sidecar is down): pause, backing off to 5 ms.
+            remaining := extract(epoch FROM deadline - clock_timestamp()) * 1000;
+            CONTINUE WHEN remaining <= 0;
+            gate_open := false;
+            BEGIN
+                IF pg_try_advisory_xact_lock_shared(1918987365, 3) THEN
+                    gate_open := true;
+                ELSE
+                    PERFORM set_config('lock_timeout', least(greatest(ceil(remaining), 1), 25)::integer || 'ms', true);
+                    PERFORM pg_advisory_xact_lock_shared(1918987365, 3);
+                END IF;
+                RAISE SQLSTATE 'RL000';
+            EXCEPTION
+                WHEN SQLSTATE 'RL000' OR lock_not_available THEN NULL;
+            END;
+            IF gate_open THEN
+                PERFORM pg_sleep(pause);
+                pause := least(pause * 2, 0.005);
+            ELSE
+                pause := 0.001;
+            END IF;
         END IF;
     END LOOP;
 END

@@ -227,6 +227,20 @@ test.serial('proposals queued while a sidecar is down are picked up when it retu
     ids.push((await db('node3').query(`SELECT rale_propose(jsonb_build_object('op','set','key','offline-' || $1::text,'value',$1::int)) AS id`, [i])).rows[0].id);
   }
   t.is((await db('node3').query('SELECT (rale_wait($1, 300)).status', [ids[0]])).rows[0].status, 'timed_out');
+  // A pick gate left held (a pump that hangs, or anyone holding its advisory
+  // lock): rale_wait still returns timed_out on time, and keeps no lock.
+  const holder = await db('node3').connect();
+  try {
+    await holder.query('SELECT pg_advisory_lock(1918987365, 3)');
+    const from = Date.now();
+    t.is((await db('node3').query('SELECT (rale_wait($1, 300)).status', [ids[1]])).rows[0].status, 'timed_out');
+    const took = Date.now() - from;
+    t.true(took >= 290 && took < 2000, `rale_wait(300) with the gate held took ${took} ms`);
+  } finally {
+    await holder.query('SELECT pg_advisory_unlock_all()');
+    holder.release();
+  }
+  t.is((await db('node3').query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 3`)).rows[0].n, 0);
   await cluster.startNode('node3');
   for (const id of ids) t.is((await db('node3').query('SELECT (rale_wait($1, 15000)).status', [id])).rows[0].status, 'applied');
   await allApplied();
@@ -234,5 +248,40 @@ test.serial('proposals queued while a sidecar is down are picked up when it retu
     const { rows } = await db(id).query(`SELECT count(*)::int AS n FROM rale.results WHERE proposal_id = ANY($1::text[])`, [ids]);
     t.is(rows[0].n, 5, `each offline proposal applied once on ${id}`);
     t.is((await kvOn(id))['offline-4'], 4);
+  }
+});
+
+test.serial('the pick gate: many waiters on a leader and a follower, none keeps the gate; a session keeping it only slows them down', async (t) => {
+  const leaderId = (await cluster.leader()).id;
+  const submitMany = async (id: string, clients: number, per: number): Promise<string[]> => {
+    const statuses: string[] = [];
+    await Promise.all(
+      Array.from({ length: clients }, async (_, c) => {
+        for (let n = 0; n < per; n++) {
+          const { rows } = await db(id).query(`CALL rale.submit(jsonb_build_object('op','set','key','gate-' || $1::text,'value',$2::int), NULL, 10000)`, [c, n]);
+          statuses.push(String(rows[0].outcome).slice(1).split(',')[0]!);
+        }
+      }),
+    );
+    return statuses;
+  };
+  for (const id of [leaderId, cluster.ids.find((i) => i !== leaderId)!]) {
+    const statuses = await submitMany(id, 6, 5);
+    t.deepEqual([...new Set(statuses)], ['applied'], `every proposal on ${id} applied`);
+    // Waiters never keep the gate (they take it shared, in a subtransaction rolled back at once).
+    t.is((await db(id).query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 3 AND mode = 'ShareLock'`)).rows[0].n, 0);
+  }
+  // Someone else keeps the gate shared (the pump holds it while it runs, so no one else can take it
+  // exclusively): the pump's cycles time out (the gate counts as open), waiters poll as before.
+  const holder = await db(leaderId).connect();
+  try {
+    await holder.query(`SET lock_timeout = '5s'`);
+    // It gets the gate at one of the pump's cycles, under load.
+    const [first] = await Promise.all([submitMany(leaderId, 3, 5), holder.query('SELECT pg_advisory_lock_shared(1918987365, 3)')]);
+    const second = await submitMany(leaderId, 3, 3);
+    t.deepEqual([...new Set([...first, ...second])], ['applied']);
+  } finally {
+    await holder.query('SELECT pg_advisory_unlock_all()');
+    holder.release();
   }
 });

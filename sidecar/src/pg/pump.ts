@@ -18,6 +18,9 @@
  *   this node; rale.wait() blocks on those row locks, so it wakes the moment
  *   the outcome is there. Several batches are in flight at once (each on its
  *   own connection), so holding a batch never stops the next one.
+ * - Waking waiters of rows not taken yet: while the pump runs it holds
+ *   the pick gate (an advisory lock, see gateKick()); rale.wait blocks on it
+ *   instead of polling, and is let through each time the pump takes rows.
  */
 import pg from 'pg';
 import pgListen from 'pg-listen';
@@ -49,6 +52,11 @@ export interface PumpOptions {
 /** The second look after the pump sets its sleeping flag (see run()). */
 const RECHECK_MS = 3;
 
+/** The pick gate's advisory lock (see gateKick()). */
+const GATE_LOCK = '1918987365, 3'; // 0x72616c65 = "rale"
+/** How long the pump waits for the gate (waiters hold it shared for an instant, but a loaded machine takes a while to run 64 of them); on timeout it stays open. */
+const GATE_LOCK_TIMEOUT_MS = 1000;
+
 interface Submitted {
   done: Array<{ id: string; index: number; term: number }>;
   rejected: Array<{ id: string; error: string }>;
@@ -77,6 +85,13 @@ export class ProposalPump {
   private poked = false;
   private lastCleanup = 0;
   private readonly inflight = new Set<Promise<void>>();
+  /** The gate's connection (kept while the pump runs), whether it holds the gate, and its queue of operations. */
+  private gateClient: pg.PoolClient | null = null;
+  private gateHeld = false;
+  private gateWanted = false;
+  private gateCycleWanted = false;
+  private gateBusy = false;
+  private gateChain: Promise<void> = Promise.resolve();
   /** Proposals moved into Raft since start (for metrics). */
   submitted = 0;
 
@@ -111,6 +126,10 @@ export class ProposalPump {
     this.running = false;
     this.poke();
     await this.loop;
+    this.gateOpen();
+    await this.gateChain;
+    this.gateClient?.release();
+    this.gateClient = null;
     await this.subscriber?.close().catch(() => {});
     this.subscriber = null;
   }
@@ -133,10 +152,12 @@ export class ProposalPump {
     while (this.running) {
       try {
         if (this.inflight.size >= this.options.maxInflightBatches) {
+          this.gateHold();
           await Promise.race(this.inflight);
           continue;
         }
         if (await this.takeAndSubmit()) {
+          this.gateCycle();
           await this.maybeCleanup();
           continue;
         }
@@ -157,9 +178,11 @@ export class ProposalPump {
           // Until it is cleared proposers still notify, which only pokes us.
           if (this.running) found = await this.takeAndSubmit();
         }
+        if (found) this.gateCycle();
         await pool.query('UPDATE rale.pump SET sleeping = false');
         await this.maybeCleanup();
       } catch (err) {
+        this.gateOpen();
         if (!this.running) break;
         this.options.onError?.(err as Error);
         await this.sleep(isRaleError(err) ? 50 : 500); // no leader yet, or the database is away
@@ -223,6 +246,99 @@ export class ProposalPump {
         await client.query('ROLLBACK').catch(() => {});
       } finally {
         client.release();
+      }
+    })();
+  }
+
+  /** The gate is wanted held (see gateKick()): the pump runs and takes rows again soon. */
+  private gateHold(): void {
+    this.gateWanted = true;
+    this.gateKick();
+  }
+
+  /** Rows were just taken (and are locked by their batch): let the waiters look again, then hold the gate again. */
+  private gateCycle(): void {
+    this.gateWanted = true;
+    this.gateCycleWanted = true;
+    this.gateKick();
+  }
+
+  /** The pump cannot take rows (an error), or stops: waiters must poll. */
+  private gateOpen(): void {
+    this.gateWanted = false;
+    this.gateCycleWanted = false;
+    this.gateKick();
+  }
+
+  /**
+   * The pick gate: while the pump runs it holds a session advisory lock
+   * ("rale", 3) on one connection of its pool; a waiter whose row is neither
+   * applied nor locked by a batch waits for it (shared) instead of polling.
+   * After every take that found rows (their batch now holds them FOR
+   * UPDATE), the pump releases and retakes it in one statement: the waiters
+   * queued on it are granted it at the release, let it go at once and look
+   * again (those whose rows were taken now block on their row), and a waiter
+   * that comes after queues behind the pump's new request, until the next
+   * take. It stays held while the pump sleeps until a NOTIFY (the take that
+   * follows cycles it); a waiter that looked at its row just before a take
+   * and queued just after its cycle would wait for the next take, so
+   * rale.wait waits on the gate 25 ms at most, then looks again. While the
+   * pump fails (no leader, database away) the gate is open and waiters poll
+   * as before. The gate is only a hint: a waiter waits on it at most until
+   * its own timeout, and a gate operation
+   * that fails (the pump's 1 s lock_timeout, a lost connection) leaves it
+   * open. Operations run one at a time, off the loop, coalesced.
+   */
+  private gateKick(): void {
+    if (this.gateBusy) return;
+    const needed = () => (this.gateWanted ? !this.gateHeld || this.gateCycleWanted : this.gateHeld);
+    if (!needed()) return;
+    this.gateBusy = true;
+    this.gateChain = (async () => {
+      try {
+        while (needed() && (this.running || !this.gateWanted)) {
+          try {
+            if (this.gateClient === null) {
+              const client = await this.options.pool.connect();
+              try {
+                await client.query(`SET lock_timeout = '${GATE_LOCK_TIMEOUT_MS}ms'`);
+              } catch (err) {
+                client.release(err as Error);
+                throw err;
+              }
+              this.gateClient = client;
+            }
+            const client = this.gateClient;
+            if (!this.gateWanted) {
+              this.gateHeld = false;
+              await client.query(`SELECT pg_advisory_unlock(${GATE_LOCK})`);
+            } else if (this.gateHeld) {
+              // A cycle. Evaluated left to right: the release happens even if the new lock times out.
+              this.gateCycleWanted = false;
+              this.gateHeld = false;
+              await client.query(`SELECT pg_advisory_unlock(${GATE_LOCK}), pg_advisory_lock(${GATE_LOCK})`);
+              this.gateHeld = true;
+            } else {
+              this.gateCycleWanted = false;
+              await client.query(`SELECT pg_advisory_lock(${GATE_LOCK})`);
+              this.gateHeld = true;
+            }
+          } catch (err) {
+            if ((err as { code?: string }).code === '55P03') {
+              // lock_timeout: the gate stays open until the next take asks again.
+              this.gateWanted = false;
+              continue;
+            }
+            // Anything else: drop the connection (its session, and any lock it held, end with it).
+            this.gateClient?.release(err as Error);
+            this.gateClient = null;
+            this.gateHeld = false;
+            this.gateWanted = false;
+            if (this.running) this.options.onError?.(err as Error);
+          }
+        }
+      } finally {
+        this.gateBusy = false;
       }
     })();
   }
