@@ -33,7 +33,7 @@ test.serial('after a restart, a node still reaches a member whose join entry was
 
   // node2's PostgreSQL crashes; its sidecar restarts the node from the database, with its original (founders-only) peers.
   const server = c.node('node2').postgres!;
-  process.kill(-server.pid, 'SIGKILL');
+  process.kill(server.pid, 'SIGKILL');
   await server.stop();
   c.node('node2').postgres = null;
   await c.startPostgres('node2');

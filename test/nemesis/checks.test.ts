@@ -9,6 +9,7 @@ import test from 'ava';
 import { okOp, unknownOp, type KvInput, type KvOutput, type Operation } from '../lincheck/index.ts';
 import { checkRun, type NodeImage } from './audit.ts';
 import { parseRecord, type AckedProposal, type AuditCall } from './workload.ts';
+import { unexpectedExits } from './scenario.ts';
 
 interface Made {
   audit: Array<{ op_id: string; pos: number }>;
@@ -135,4 +136,18 @@ test('parseRecord reads PostgreSQL composite text as rale.submit returns it', (t
   t.deepEqual(parseRecord('(timed_out,,,,)'), ['timed_out', null, null, null, null]);
   t.deepEqual(parseRecord('(failed,,,,"no handler ""x"", sorry")'), ['failed', null, null, null, 'no handler "x", sorry']);
   t.throws(() => parseRecord('applied'));
+});
+
+test('a sidecar that exits by itself fails the exits check; kills and clean stops do not', (t) => {
+  const logs = [
+    'node1 [harness] sidecar process exited (SIGKILL)',
+    'node2 [harness] sidecar process exited (0)',
+    'node1 [harness] sidecar started, pid 4188',
+    'node1 rale: configuration: cluster.peers: has no address for the founding voter(s) node5',
+    'node1 [harness] sidecar process exited (2)',
+  ].join('\n');
+  const check = unexpectedExits(logs);
+  t.false(check.ok);
+  t.regex(check.detail, /node1 exited with 2: .*no address for the founding voter/);
+  t.true(unexpectedExits(logs.split('\n').slice(0, 2).join('\n')).ok);
 });

@@ -19,6 +19,7 @@
  * by the run's seed; timing of the real processes is not reproducible, so a
  * seed replays the schedule, not the exact interleaving.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { startPostgres } from '../../sidecar/src/pg/embedded.ts';
 import { sleep, type Cluster } from '../cluster/harness.ts';
@@ -82,7 +83,7 @@ export class Nemesis {
   private running = false;
   private loop: Promise<void> | null = null;
   private readonly pausedSidecars = new Set<string>();
-  private readonly pausedPostgres = new Set<string>();
+  private readonly pausedPostgres = new Map<string, number[]>();
   private nextNode: number;
   private readonly t0 = Date.now();
   /** Joins that did not answer 200: finished while healing. */
@@ -189,7 +190,7 @@ export class Nemesis {
       case 'kill-postgres': {
         const id = await this.victim();
         const hold = this.hold();
-        this.note(`kill-postgres ${id} (SIGKILL to its process group), restart in ${hold} ms`);
+        this.note(`kill-postgres ${id} (SIGKILL to the postmaster and every child at once), restart in ${hold} ms`);
         await this.killPostgres(id);
         await sleep(hold);
         await c.startPostgres(id);
@@ -214,11 +215,12 @@ export class Nemesis {
         const pid = c.node(id).postgres?.pid;
         if (pid === undefined) throw new Error(`the PostgreSQL of ${id} is not running`);
         const hold = this.hold();
-        this.note(`pause-postgres ${id} (SIGSTOP to its process group) for ${hold} ms`);
-        process.kill(-pid, 'SIGSTOP');
-        this.pausedPostgres.add(id);
+        const pids = [pid, ...childrenOf(pid)];
+        this.note(`pause-postgres ${id} (SIGSTOP to the postmaster and its ${pids.length - 1} children) for ${hold} ms`);
+        signalAll(pids, 'SIGSTOP');
+        this.pausedPostgres.set(id, pids);
         await sleep(hold);
-        process.kill(-pid, 'SIGCONT');
+        signalAll(pids, 'SIGCONT');
         this.pausedPostgres.delete(id);
         return;
       }
@@ -318,16 +320,16 @@ export class Nemesis {
     this.cluster.healAll();
   }
 
-  /** SIGKILL to the PostgreSQL's process group (postmaster and backends), as a crash would. */
+  /**
+   * SIGKILL to the postmaster and all its children at once, as a crash would
+   * (PostgreSQL's children each lead their own process group, so a signal to
+   * the postmaster's group would reach the postmaster only).
+   */
   private async killPostgres(id: string): Promise<void> {
     const node = this.cluster.node(id);
     const server = node.postgres;
     if (server === null) throw new Error(`the PostgreSQL of ${id} is not running`);
-    try {
-      process.kill(-server.pid, 'SIGKILL');
-    } catch {
-      process.kill(server.pid, 'SIGKILL');
-    }
+    signalAll([server.pid, ...childrenOf(server.pid)], 'SIGKILL');
     // stop() after the kill only waits for the exit and reaps leftover backends.
     await server.stop();
     node.postgres = null;
@@ -378,10 +380,7 @@ export class Nemesis {
   async healEverything(timeoutMs = 60_000): Promise<void> {
     const c = this.cluster;
     for (const id of this.pausedSidecars) c.node(id).sidecar?.resume();
-    for (const id of this.pausedPostgres) {
-      const pid = c.node(id).postgres?.pid;
-      if (pid !== undefined) process.kill(-pid, 'SIGCONT');
-    }
+    for (const pids of this.pausedPostgres.values()) signalAll(pids, 'SIGCONT');
     this.pausedSidecars.clear();
     this.pausedPostgres.clear();
     c.healAll();
@@ -423,5 +422,32 @@ export class Nemesis {
     const ingress = (this.cluster as unknown as { ingress: Map<string, { port: number }> }).ingress.get(id);
     if (ingress === undefined) throw new Error(`no join address known for ${id}`);
     return `127.0.0.1:${ingress.port}`;
+  }
+}
+
+/** The pids whose parent is `pid` (Linux /proc). */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(entry));
+    } catch {
+      // the process went away meanwhile
+    }
+  }
+  return out;
+}
+
+function signalAll(pids: number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
   }
 }

@@ -85,6 +85,7 @@ export async function runNemesis(o: NemesisRunOptions): Promise<NemesisRunResult
     for (const id of cluster.members) await workload.finalReads(id);
     log('checking');
     checks = await runChecks({ cluster, history: workload.recorder.history(), audits: workload.audits, acked: workload.acked });
+    checks.push(unexpectedExits(cluster.logsSince(mark)));
   } catch (err) {
     broke = err as Error;
     checks.push({ name: 'the run completed (heal, convergence, final reads)', ok: false, detail: (err as Error).stack ?? String(err) });
@@ -110,4 +111,30 @@ export async function runNemesis(o: NemesisRunOptions): Promise<NemesisRunResult
   await cluster.stop();
   summary.elapsedMs = Date.now() - started;
   return { ...summary, ok, timeline: nemesis.timeline, logs };
+}
+
+/**
+ * A sidecar may exit only when the nemesis or the harness told it to
+ * (SIGKILL, or 0 after SIGTERM): any other exit (a crash, a refused
+ * configuration on restart) is a finding even if the cluster coped.
+ */
+export function unexpectedExits(logs: string): CheckOutcome {
+  const exits = [...logs.matchAll(/^(\S+) \[harness\] sidecar process exited \(([^)]*)\)$/gm)].map((m) => ({ node: m[1]!, code: m[2]! }));
+  const bad = exits.filter((e) => e.code !== 'SIGKILL' && e.code !== '0');
+  const lines = logs.split('\n');
+  return {
+    name: 'no sidecar exited unless told to (SIGKILL, SIGTERM)',
+    ok: bad.length === 0,
+    detail:
+      bad.length === 0
+        ? `${exits.length} sidecar exits, all asked for`
+        : bad
+            .map((e) => {
+              // The node's last lines before it exited say why.
+              const at = lines.findIndex((l) => l === `${e.node} [harness] sidecar process exited (${e.code})`);
+              const before = lines.slice(0, at).filter((l) => l.startsWith(`${e.node} `) && !l.includes(' [pg] ')).slice(-3);
+              return `${e.node} exited with ${e.code}: ${before.join(' / ')}`;
+            })
+            .join('\n'),
+  };
 }
