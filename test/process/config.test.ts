@@ -214,7 +214,6 @@ const INVALID: Array<[string, Record<string, unknown>, string, RegExp]> = [
   ['bootstrap without this node', { ...base(), cluster: { bootstrap: ['node2'], peers: { node2: { peer: 'h:1' } } } }, 'cluster.bootstrap', /does not include this node \(node1\).*rale members add/],
   ['bootstrap twice the same', { ...base(), cluster: { bootstrap: ['node1', 'node1'] } }, 'cluster.bootstrap', /lists a node twice/],
   ['bootstrap bad id', { ...base(), cluster: { bootstrap: ['node1', 'no way'] } }, 'cluster.bootstrap[1]', /is not a node id/],
-  ['founder without an address', { ...base(), cluster: { bootstrap: ['node1', 'node2', 'node3'], peers: { node2: { peer: 'h:1' } } } }, 'cluster.peers', /no address for the founding voter\(s\) node3/],
   ['peers a list', { ...base(), cluster: { peers: ['node2'] } }, 'cluster.peers', /must be an object of node id/],
   ['peer entry a string', { ...base(), cluster: { peers: { node2: 'h:1' } } }, 'cluster.peers.node2', /must be an object/],
   ['peer entry bad id', { ...base(), cluster: { peers: { 'node 2': { peer: 'h:1' } } } }, 'cluster.peers.node 2', /is not a node id/],
@@ -333,4 +332,10 @@ test('docs/operations.md documents every environment variable, flag and file fie
       dir,
     ),
   );
+});
+
+test('a founder missing from cluster.peers is accepted: after it was removed, a restarted founder no longer lists it', (t) => {
+  const config = validateConfig({ ...base(), cluster: { bootstrap: ['node1', 'node2', 'node3'], peers: { node3: { peer: '127.0.0.1:7403' } } } });
+  t.deepEqual(config.cluster.bootstrap, ['node1', 'node2', 'node3']);
+  t.deepEqual(Object.keys(config.cluster.peers), ['node3']);
 });

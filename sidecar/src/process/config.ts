@@ -482,10 +482,10 @@ export function validateConfig(raw: Raw, baseDir = process.cwd()): SidecarConfig
       `names this node (${id}) at ${self.peer}, but its peer.advertise is ${advertise ?? defaultAdvertise}: drop this node from cluster.peers, or make the two agree`,
     );
   }
-  if (bootstrap !== undefined) {
-    const unknown = bootstrap.filter((b) => b !== id && !Object.hasOwn(peers, b));
-    if (unknown.length > 0) throw new ConfigError('cluster.peers', `has no address for the founding voter(s) ${unknown.join(', ')}`);
-  }
+  // A founder without an address in cluster.peers is not an error: bootstrap
+  // only matters on an empty database, and a founder removed later is rightly
+  // left out of the peers of a node restarted after that. The sidecar warns
+  // when it actually bootstraps without an address for a founder.
 
   const raftRaw = section(raw, 'raft', ['tickMs', 'electionTicks', 'heartbeatTicks', 'snapshotEvery', 'requestTimeoutMs', 'synchronousApply']);
   const heartbeatTicks = int(raftRaw.heartbeatTicks, 'raft.heartbeatTicks', DEFAULTS.heartbeatTicks, 1, 1000);

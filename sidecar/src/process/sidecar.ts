@@ -288,6 +288,10 @@ export class Sidecar {
     const { config, log } = this;
     const addresses: Record<NodeId, string> = { [config.nodeId]: config.peer.advertise };
     for (const [id, p] of Object.entries(config.cluster.peers)) addresses[id] = p.peer;
+    const unreachableFounders = (config.cluster.bootstrap ?? []).filter((id) => addresses[id] === undefined);
+    if (unreachableFounders.length > 0) {
+      log.warn('config', `cluster.peers has no address for the founding voter(s) ${unreachableFounders.join(', ')}: a new cluster cannot reach them (ignore this if they were removed since)`);
+    }
     const node = await PgNode.start({
       id: config.nodeId,
       connectionString: config.databaseUrl,
