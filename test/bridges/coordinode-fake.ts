@@ -69,6 +69,7 @@ export class FakeCoordinode {
         }),
       StreamAppend: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
         let pending = 0;
+        let flushTimer: NodeJS.Timeout | null = null;
         call.on('data', (body: Buffer) => {
           this.streamFrames++;
           const r = this.append(this.codec.decodeAppendEntriesRequest(decodeRaftPayload(body)));
@@ -79,13 +80,22 @@ export class FakeCoordinode {
             return;
           }
           pending++;
-          if (pending >= (this.options.resultEvery ?? 1)) {
+          const flush = () => {
+            if (flushTimer !== null) clearTimeout(flushTimer);
+            flushTimer = null;
+            if (pending === 0) return;
             pending = 0;
             this.streamResults++;
             call.write(Buffer.from(encodeRaftPayload(this.codec.encodeStreamAppendResult({ ok: true, matching: this.lastLogId() }))));
-          }
+          };
+          if (pending >= (this.options.resultEvery ?? 1)) flush();
+          // Like a real node, it coalesces results of frames that arrive together but never holds one back for good.
+          else flushTimer ??= setTimeout(flush, 20);
         });
-        call.on('end', () => call.end());
+        call.on('end', () => {
+          if (flushTimer !== null) clearTimeout(flushTimer);
+          call.end();
+        });
         call.on('error', () => {});
       },
       Snapshot: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {

@@ -23,12 +23,13 @@ async function nemesis(t: ExecutionContext, options: Omit<NemesisRunOptions, 're
   t.true(acknowledged >= 50, `only ${acknowledged} writes were acknowledged`);
 }
 
-test.serial('3 nodes, 75 s of faults (seed 42): linearizable, nothing lost, nothing applied twice, identical nodes', async (t) => {
+// Kept short so the whole suite stays well under ten minutes on two cores; `npm run torture` runs as long as asked.
+test.serial('3 nodes, 35 s of faults (seed 42): linearizable, nothing lost, nothing applied twice, identical nodes', async (t) => {
   t.timeout(300_000);
-  await nemesis(t, { nodes: 3, durationMs: 75_000, seed: 42 });
+  await nemesis(t, { nodes: 3, durationMs: 35_000, seed: 42 });
 });
 
-test.serial('5 nodes, 40 s of faults (seed 5): linearizable, nothing lost, nothing applied twice, identical nodes', async (t) => {
+test.serial('5 nodes, 20 s of faults (seed 5): linearizable, nothing lost, nothing applied twice, identical nodes', async (t) => {
   t.timeout(300_000);
-  await nemesis(t, { nodes: 5, durationMs: 40_000, seed: 5 });
+  await nemesis(t, { nodes: 5, durationMs: 20_000, seed: 5 });
 });
