@@ -14,9 +14,9 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import { startPostgres, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
-import { validateConfig } from '../../sidecar/src/process/config.ts';
 import { createLogger } from '../../sidecar/src/process/logger.ts';
 import { Sidecar } from '../../sidecar/src/process/sidecar.ts';
+import { soloSidecarConfig, waitFor } from '../process/support.ts';
 import { RaftNode } from '../../sidecar/src/node/raft-node.ts';
 import { MemoryLogStorage } from '../../sidecar/src/storage/memory.ts';
 import { MemoryStateMachine } from '../../sidecar/src/node/memory-state-machine.ts';
@@ -40,27 +40,7 @@ test.after.always(async () => {
 
 async function startSidecar(database: string, bridges: unknown[]): Promise<Sidecar> {
   const url = await server.createDatabase(database);
-  const config = validateConfig({
-    nodeId: 'n1',
-    databaseUrl: url,
-    peer: { listen: '127.0.0.1:0', secret: 'a-test-secret-of-enough-length' },
-    api: { listen: '127.0.0.1:0' },
-    cluster: { bootstrap: ['n1'] },
-    raft: { tickMs: 20, electionTicks: 10, heartbeatTicks: 1, requestTimeoutMs: 3000 },
-    bridges,
-    logLevel: 'debug',
-  });
-  return Sidecar.start(config, createLogger('n1', 'debug', (line) => logLines.push(line)));
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  return Sidecar.start(soloSidecarConfig(url, bridges), createLogger('n1', 'debug', (line) => logLines.push(line)));
 }
 
 function grpcCall(port: number, service: grpc.ServiceDefinition, method: string, request: unknown): Promise<unknown> {

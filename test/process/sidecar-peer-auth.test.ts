@@ -22,6 +22,10 @@ import { MemoryStateMachine } from '../../sidecar/src/node/memory-state-machine.
 import { GrpcTransport } from '../../sidecar/src/transport/grpc.ts';
 import type { NodeId } from '../../sidecar/src/core/types.ts';
 import type { Transport } from '../../sidecar/src/node/transport.ts';
+import { waitFor as poll } from './support.ts';
+
+/** These scenarios run three to four nodes: a longer budget than the shared default. */
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> => poll(what, probe, 20_000, 20);
 
 const SECRET = 'a-test-secret-of-enough-length';
 let server: PostgresInstance;
@@ -34,16 +38,6 @@ test.before(async () => {
 test.after.always(async () => {
   await server?.stop();
 });
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 interface MemoryMember {
   id: NodeId;

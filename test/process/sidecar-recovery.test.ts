@@ -10,9 +10,9 @@ import path from 'node:path';
 import test from 'ava';
 import { startPostgres, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
 import { PgNode } from '../../sidecar/src/pg/node.ts';
-import { validateConfig } from '../../sidecar/src/process/config.ts';
 import { createLogger } from '../../sidecar/src/process/logger.ts';
 import { Sidecar } from '../../sidecar/src/process/sidecar.ts';
+import { soloSidecarConfig, waitFor } from './support.ts';
 
 let server: PostgresInstance;
 const logLines: string[] = [];
@@ -27,26 +27,7 @@ test.after.always(async () => {
 
 async function startSidecar(database: string): Promise<Sidecar> {
   const url = await server.createDatabase(database);
-  const config = validateConfig({
-    nodeId: 'n1',
-    databaseUrl: url,
-    peer: { listen: '127.0.0.1:0', secret: 'a-test-secret-of-enough-length' },
-    api: { listen: '127.0.0.1:0' },
-    cluster: { bootstrap: ['n1'] },
-    raft: { tickMs: 20, electionTicks: 10, heartbeatTicks: 1, requestTimeoutMs: 3000 },
-    logLevel: 'debug',
-  });
-  return Sidecar.start(config, createLogger('n1', 'debug', (line) => logLines.push(line)));
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+  return Sidecar.start(soloSidecarConfig(url), createLogger('n1', 'debug', (line) => logLines.push(line)));
 }
 
 function running(node: PgNode): boolean {
