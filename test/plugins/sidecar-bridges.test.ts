@@ -132,6 +132,8 @@ test.serial('a bridge serves its protocol, and a member at its scheme votes and 
   t.is(boom.status, 500);
   const grpcBoom = await t.throwsAsync(grpcCall(sidecar.peerPort, FAULTY_SERVICE, 'Boom', {}));
   t.is((grpcBoom as grpc.ServiceError).code, grpc.status.INTERNAL);
+  // A handler that answered and then failed: the caller keeps its answer (no second one), the failure is counted.
+  t.deepEqual(await grpcCall(sidecar.peerPort, FAULTY_SERVICE, 'AnswerThenFail', {}), { answered: true });
   const health = await fetch(`${api}/api/v1/health`);
   const body = (await health.json()) as { checks: Record<string, { ok: boolean; detail: string }> };
   t.is(health.status, 200, 'a failing bridge does not make the node unhealthy');
@@ -139,7 +141,7 @@ test.serial('a bridge serves its protocol, and a member at its scheme votes and 
   t.true(body.checks.bridge_loopback?.ok);
   const metrics = await (await fetch(`${api}/api/v1/metrics`)).text();
   const errors = Number(/rale_bridge_errors_total\{bridge="faulty"\} (\d+)/.exec(metrics)?.[1]);
-  t.true(errors >= 3, `faulty bridge errors counted: ${errors}`);
+  t.true(errors >= 4, `faulty bridge errors counted: ${errors}`);
   t.regex(metrics, /rale_bridge_errors_total\{bridge="loopback"\} 0/);
   t.true(logLines.some((l) => l.includes('component=bridge') && l.includes('failed on purpose')));
   await hooks.ctx.propose({ op: 'set', key: 'after-faults', value: true });

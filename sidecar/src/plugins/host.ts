@@ -293,20 +293,28 @@ export class BridgeHost {
   private containGrpc(b: LoadedBridge, implementation: grpc.UntypedServiceImplementation): grpc.UntypedServiceImplementation {
     const wrapped: grpc.UntypedServiceImplementation = {};
     for (const [method, handler] of Object.entries(implementation)) {
-      wrapped[method] = ((call: unknown, callback?: (err: unknown) => void) => {
-        try {
-          const result = (handler as (...args: unknown[]) => unknown)(call, callback);
-          if (result instanceof Promise) {
-            result.catch((err: unknown) => {
-              this.reportError(b, err, `gRPC ${method}`);
-              callback?.({ code: 13, details: `bridge ${b.name} failed: ${(err as Error)?.message ?? String(err)}` });
-            });
-          }
-        } catch (err) {
+      wrapped[method] = ((call: unknown, callback?: (err: unknown, value?: unknown) => void) => {
+        // A handler that answered and then failed must not answer twice; a streaming one that fails is ended with the error.
+        let answered = false;
+        const answer =
+          callback === undefined
+            ? undefined
+            : (err: unknown, value?: unknown) => {
+                if (answered) return;
+                answered = true;
+                callback(err, value);
+              };
+        const fail = (err: unknown) => {
           this.reportError(b, err, `gRPC ${method}`);
           const failure = { code: 13, details: `bridge ${b.name} failed: ${(err as Error)?.message ?? String(err)}` };
-          if (callback !== undefined) callback(failure);
-          else (call as { destroy?: (e: Error) => void; emit?: (e: string, x: unknown) => void }).emit?.('error', failure);
+          if (answer !== undefined) answer(failure);
+          else (call as { emit?: (e: string, x: unknown) => void }).emit?.('error', failure);
+        };
+        try {
+          const result = (handler as (...args: unknown[]) => unknown)(call, answer);
+          if (result instanceof Promise) result.catch(fail);
+        } catch (err) {
+          fail(err);
         }
       }) as grpc.UntypedHandleCall;
     }
