@@ -68,7 +68,7 @@ test('coordinode e2e: a fake CoordiNode node joins, replicates, votes and is cou
   const sidecars = new Map<string, SidecarProcess>();
   const lines: string[] = [];
   let servers: PostgresInstance[] = [];
-  const fake = new FakeCoordinode({ id: 7n, mode: 'std', resultEvery: 2 });
+  const fake = new FakeCoordinode({ id: 7n, mode: 'std', resultEvery: 2, flushAfterMs: 20 });
   t.teardown(async () => {
     if (process.env.COORDINODE_E2E_LOG) console.log(lines.join('\n'));
     await Promise.allSettled([...sidecars.values()].map((s) => s.stop()));

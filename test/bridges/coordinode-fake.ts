@@ -42,6 +42,12 @@ export interface FakeOptions {
   mode: LeaderIdMode;
   /** Answer only every n-th StreamAppend frame (pipelining: fewer results than requests). Default 1. */
   resultEvery?: number;
+  /**
+   * With resultEvery: also answer frames still unanswered after this many ms,
+   * as a real node does (it coalesces, never holds a result back for good).
+   * Unset: hold them until the n-th frame (exact counts for unit tests).
+   */
+  flushAfterMs?: number;
 }
 
 export class FakeCoordinode {
@@ -89,8 +95,7 @@ export class FakeCoordinode {
             call.write(Buffer.from(encodeRaftPayload(this.codec.encodeStreamAppendResult({ ok: true, matching: this.lastLogId() }))));
           };
           if (pending >= (this.options.resultEvery ?? 1)) flush();
-          // Like a real node, it coalesces results of frames that arrive together but never holds one back for good.
-          else flushTimer ??= setTimeout(flush, 20);
+          else if (this.options.flushAfterMs !== undefined) flushTimer ??= setTimeout(flush, this.options.flushAfterMs);
         });
         call.on('end', () => {
           if (flushTimer !== null) clearTimeout(flushTimer);
