@@ -727,7 +727,17 @@ export class CoordinodeBridge implements Bridge {
     };
     stream.on('data', (body: Buffer) => {
       try {
-        this.onStreamResult(link, term, this.codec.decodeStreamAppendResult(this.payload(body)));
+        const result = this.codec.decodeStreamAppendResult(this.payload(body));
+        if (!result.ok) {
+          // openraft ends the stream after an Err, and frames written after it
+          // are lost without a word (grpc-js may not report the end for a
+          // while, seen under load: the follower's probe then stalled for
+          // good). Drop it before the core answers, so that the next Append
+          // opens a fresh stream.
+          drop();
+          stream.cancel();
+        }
+        this.onStreamResult(link, term, result);
       } catch (err) {
         this.outboundFailed(link, err);
         drop();

@@ -391,3 +391,28 @@ test('outbound: pipelined StreamAppend with fewer results than requests; adv log
   t.deepEqual(fake.log.map((e) => e.logId.leaderId.nodeId), [...Array(6).fill(2n), ...Array(6).fill(1n)]);
   t.deepEqual(fake.committed, fake.log[11]?.logId);
 });
+
+test('outbound: after an Err result the next Append goes on a fresh stream, even while the old one has not ended (regression: the probe stalled under load)', async (t) => {
+  const log: Entry[] = Array.from({ length: 4 }, (_, k) => ({ index: k + 1, term: 3, kind: EntryKind.Normal, data: new TextEncoder().encode(`{"n":${k}}`) }));
+  const h = await harness({ nodeIds: NODE_IDS, leaderIdMode: 'std' }, { log });
+  t.teardown(() => h.close());
+  const fake = new FakeCoordinode({ id: 7n, mode: 'std', lingerAfterErr: true });
+  await fake.listen();
+  t.teardown(() => fake.close());
+  const c = h.connect('cn7', `coordinode://127.0.0.1:${fake.port}`);
+  t.teardown(() => c.close());
+  const responses = () => h.delivered.filter((m): m is Extract<Message, { type: MessageType.AppendResponse }> => m.type === MessageType.AppendResponse);
+  const until = async (done: () => boolean) => {
+    for (let i = 0; i < 150 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
+  };
+  // The empty follower cannot match index 4: Err Conflict, and the fake keeps that stream open.
+  await c.invoke('raft', [{ type: MessageType.Append, from: 'node1', to: 'cn7', term: 3, prevIndex: 4, prevTerm: 3, entries: [], commit: 4 }]);
+  await until(() => responses().length > 0);
+  t.like(responses()[0], { reject: true, index: 4 });
+  // The probe from the start must reach the follower.
+  await c.invoke('raft', [{ type: MessageType.Append, from: 'node1', to: 'cn7', term: 3, prevIndex: 0, prevTerm: 0, entries: log, commit: 4 }]);
+  await until(() => responses().length > 1);
+  t.like(responses()[1], { reject: false, index: 4 });
+  t.is(fake.log.length, 4);
+  t.is(fake.streamFrames, 2);
+});

@@ -48,6 +48,12 @@ export interface FakeOptions {
    * Unset: hold them until the n-th frame (exact counts for unit tests).
    */
   flushAfterMs?: number;
+  /**
+   * After an Err, keep the StreamAppend stream open and ignore its later
+   * frames instead of ending it: the end of the stream has not reached the
+   * leader yet (seen with grpc-js under load).
+   */
+  lingerAfterErr?: boolean;
 }
 
 export class FakeCoordinode {
@@ -76,13 +82,16 @@ export class FakeCoordinode {
       StreamAppend: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
         let pending = 0;
         let flushTimer: NodeJS.Timeout | null = null;
+        let failed = false;
         call.on('data', (body: Buffer) => {
+          if (failed) return;
           this.streamFrames++;
           const r = this.append(this.codec.decodeAppendEntriesRequest(decodeRaftPayload(body)));
           if (!r.ok) {
             const error = r.higher ? { type: 'higherVote' as const, vote: this.vote } : { type: 'conflict' as const, logId: r.conflict as LogId };
             call.write(Buffer.from(encodeRaftPayload(this.codec.encodeStreamAppendResult({ ok: false, error }))));
-            call.end();
+            failed = true;
+            if (this.options.lingerAfterErr !== true) call.end();
             return;
           }
           pending++;
