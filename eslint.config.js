@@ -2,7 +2,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'data/**', '.rale/**', '.bench-tmp/**'] },
+  { ignores: ['node_modules/**', 'data/**', '.rale/**', '.bench-tmp/**', 'dist/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {

@@ -23,7 +23,20 @@ export const ErrorCodes = {
 
 export type ErrorCode = keyof typeof ErrorCodes;
 
+/** Marks RaleErrors from any copy of this module (see Symbol.hasInstance below). */
+const RALE_ERROR_BRAND = Symbol.for('rale.RaleError');
+
 export class RaleError extends Error {
+  /**
+   * `err instanceof RaleError` holds for a RaleError made by any copy of this
+   * module: the sidecar runs as a bundle while a bridge loaded from its own
+   * path or package brings its own copy, and their errors must still be
+   * recognised (codes, hints, HTTP and gRPC statuses).
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[RALE_ERROR_BRAND] === true;
+  }
+
   readonly code: ErrorCode;
   readonly hint: string;
   /** Extra structured facts, e.g. `{ leader: 'node2' }` for NOT_LEADER. */
@@ -35,6 +48,7 @@ export class RaleError extends Error {
     this.code = code;
     this.hint = ErrorCodes[code];
     this.details = details;
+    Object.defineProperty(this, RALE_ERROR_BRAND, { value: true });
   }
 
   toJSON(): Record<string, unknown> {

