@@ -14,9 +14,18 @@ import { PgStateMachine } from './state-machine.ts';
 import { ProposalPump } from './pump.ts';
 import { migrate } from './migrate.ts';
 import { pgTypes } from './types.ts';
+import { RaleError } from '../errors.ts';
 
 /** Pump batches held open at once (each on its own connection of the pump's pool). */
 const PUMP_INFLIGHT = 10;
+
+/**
+ * One database, one node: a session advisory lock ("rale", 4) held by a
+ * connection of its own for the node's whole life. Two sidecars attached to
+ * one database would share one Raft log and hard state (two voters casting
+ * one vote, one log written by two nodes): the second is refused at start.
+ */
+export const OWNER_LOCK_KEY: readonly [number, number] = [0x72616c65, 4];
 
 /** RaftNode's options, with the log and state machine made from `connectionString`. */
 export interface PgNodeOptions extends Omit<RaftNodeOptions, 'log' | 'stateMachine'> {
@@ -43,6 +52,8 @@ export class PgNode {
   private readLoop: Promise<void> | null = null;
   private running = false;
   private publishedConfig = '';
+  /** The connection that holds OWNER_LOCK_KEY (see claimDatabase). */
+  private owner: pg.Client | null = null;
 
   private constructor(options: PgNodeOptions) {
     this.options = options;
@@ -81,10 +92,32 @@ export class PgNode {
 
   /** Installs or upgrades the schema, then starts Raft and the services. */
   static async start(options: PgNodeOptions): Promise<PgNode> {
-    await migrate(options.connectionString);
+    const owner = await claimDatabase(options.connectionString, options.id);
+    try {
+      await migrate(options.connectionString);
+    } catch (err) {
+      await owner.end().catch(() => {});
+      throw err;
+    }
     // Members that joined later are dialled at the address of their addLearner entry; once that entry is
     // compacted into a snapshot, only rale.members (published from the configuration) still has it.
-    const node = new PgNode({ ...options, addresses: { ...(await publishedAddresses(options.connectionString)), ...(options.addresses ?? {}) } });
+    let node: PgNode;
+    try {
+      node = new PgNode({ ...options, addresses: { ...(await publishedAddresses(options.connectionString)), ...(options.addresses ?? {}) } });
+    } catch (err) {
+      await owner.end().catch(() => {});
+      throw err;
+    }
+    node.owner = owner;
+    // Losing the lock's connection (a DBA's pg_terminate_backend, a network cut) lets another node take the
+    // database: stop Raft now (the sidecar restarts the node, which claims the database again).
+    const lost = (why: string) => {
+      if (!node.running || node.owner !== owner) return;
+      node.reportError(new Error(`the connection holding this database for node ${options.id} ${why}: stopping the node`), 'owner');
+      void node.raft.stop();
+    };
+    owner.on('error', (err) => lost(`failed (${err.message})`));
+    owner.on('end', () => lost('ended'));
     try {
       await node.seedUnloggedRows();
       await node.raft.start();
@@ -114,6 +147,10 @@ export class PgNode {
     await this.stateMachine.close().catch(() => {});
     await this.pool.end().catch(() => {});
     await this.pumpPool.end().catch(() => {});
+    // Last: until every write of this node has stopped, no other node may take the database.
+    const owner = this.owner;
+    this.owner = null;
+    await owner?.end().catch(() => {});
   }
 
   /**
@@ -200,6 +237,37 @@ export class PgNode {
       const busy = Date.now() - lastDemand < 2000;
       await new Promise((resolve) => setTimeout(resolve, busy ? 1 : 20));
     }
+  }
+}
+
+/**
+ * Takes the database for node `id` (OWNER_LOCK_KEY on a connection of its
+ * own, named in pg_stat_activity as "rale node <id>"), or fails with who
+ * holds it.
+ */
+async function claimDatabase(connectionString: string, id: NodeId): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString, application_name: `rale node ${id}`.slice(0, 63) });
+  client.on('error', () => {}); // until the node listens (PgNode.start)
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ claimed: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS claimed', [...OWNER_LOCK_KEY]);
+    if (rows[0]?.claimed === true) return client;
+    const holder = await client.query<{ application_name: string; pid: number; client_addr: string | null; backend_start: Date }>(
+      `SELECT a.application_name, a.pid, host(a.client_addr) AS client_addr, a.backend_start
+       FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+       WHERE l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 2 AND l.granted`,
+      [...OWNER_LOCK_KEY],
+    );
+    const h = holder.rows[0];
+    const who = h === undefined ? 'another session' : `${h.application_name || 'a session'} (backend pid ${h.pid}${h.client_addr ? ` from ${h.client_addr}` : ''}, connected ${h.backend_start.toISOString()})`;
+    throw new RaleError(
+      'STORAGE',
+      `this database is already in use by ${who}: each rale node needs a database of its own (two nodes on one database would share one Raft log and vote). Point databaseUrl at this node's own database, or stop the other sidecar`,
+      { field: 'databaseUrl' },
+    );
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw err;
   }
 }
 
