@@ -46,6 +46,8 @@ export class Sidecar {
   private state: SidecarState = 'starting';
   private httpServer: http.Server | null = null;
   private watchdog: NodeJS.Timeout | null = null;
+  /** The node's background errors, each repeat of one at most every 5 s (a lost database fails every poll). */
+  private readonly nodeErrors = new RepeatLimiter((where, message, repeats) => this.log.warn(where, repeats > 0 ? `${message} (and ${repeats} more times)` : message), 5_000);
   private recovery: Promise<void> | null = null;
   private failedPings = 0;
   private stopRequested = false;
@@ -311,7 +313,7 @@ export class Sidecar {
       snapshotEvery: config.raft.snapshotEvery,
       requestTimeoutMs: config.raft.requestTimeoutMs,
       synchronousApply: config.raft.synchronousApply,
-      onError: (err, where) => log.warn(where, err.message),
+      onError: (err, where) => this.nodeErrors.report(where, err.message),
     });
     if (this.stopRequested) {
       // stop() came while the node was starting (a restart under way): it must not outlive the sidecar.
@@ -429,3 +431,31 @@ function redact(url: string): string {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Logs a message at once, then its repeats (same `where` and text) at most
+ * once per `everyMs`, with how many were held back. Memory is bounded: a
+ * message not seen for 10 intervals is forgotten.
+ */
+export class RepeatLimiter {
+  private readonly seen = new Map<string, { lastLogged: number; held: number }>();
+
+  constructor(
+    private readonly emit: (where: string, message: string, repeats: number) => void,
+    private readonly everyMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  report(where: string, message: string): void {
+    const at = this.now();
+    const key = `${where}\u0000${message}`;
+    const entry = this.seen.get(key);
+    if (entry !== undefined && at - entry.lastLogged < this.everyMs) {
+      entry.held++;
+      return;
+    }
+    this.emit(where, message, entry?.held ?? 0);
+    this.seen.set(key, { lastLogged: at, held: 0 });
+    if (this.seen.size > 100) for (const [k, e] of this.seen) if (at - e.lastLogged > 10 * this.everyMs) this.seen.delete(k);
+  }
+}
