@@ -22,6 +22,7 @@ import { builtinModules } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { loadConfig, type SidecarConfig } from '../../sidecar/src/process/config.ts';
+import { SIDECAR_NODE_FLAGS } from '../../sidecar/src/process/spawn.ts';
 import { interpolate, parseYamlSubset, YamlSubsetError, type Yaml } from './mini-yaml.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -278,8 +279,8 @@ test('Dockerfile: node:20-slim, production dependencies only, runtime files copi
   // The effective command: ENTRYPOINT + CMD = node bin/rale.js start, and that file is in the image.
   const entrypoint = words(steps.filter((s) => s.keyword === 'ENTRYPOINT').at(-1)!.args);
   const cmd = words(steps.filter((s) => s.keyword === 'CMD').at(-1)!.args);
-  t.deepEqual([...entrypoint, ...cmd], ['node', 'bin/rale.js', 'start']);
-  t.true(fs.existsSync(path.join(ROOT, entrypoint[1] as string)));
+  t.deepEqual([...entrypoint, ...cmd], ['node', ...SIDECAR_NODE_FLAGS, 'bin/rale.js', 'start'], 'the flags spawnSidecar (npm start) gives a sidecar');
+  t.true(fs.existsSync(path.join(ROOT, entrypoint.at(-1) as string)));
   t.true(copied.has('bin'));
 
   // Not root: the last USER is someone else, and nothing runs after it as root.
