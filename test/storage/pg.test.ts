@@ -202,6 +202,17 @@ test.serial('migrate: concurrent runners both succeed and each migration is appl
   t.deepEqual(real.map((r) => r.applied.length).sort(), [0, (await loadMigrations()).length]);
 });
 
+test.serial('migrate: two databases of one server creating the same role at once both succeed (roles are per server, the lock per database)', async (t) => {
+  const [a, b] = [await freshDatabase(), await freshDatabase()];
+  // As 0002_state.sql creates rale_client: check, then create; the sleep widens the window between the two.
+  const roles = [
+    migration(1, 'role', `DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rale_race_role') THEN PERFORM pg_sleep(0.3); CREATE ROLE rale_race_role NOLOGIN; END IF; END $$;`),
+  ];
+  t.teardown(() => running().admin.query('DROP ROLE IF EXISTS rale_race_role').then(() => undefined));
+  const results = await Promise.all([migrate(a, { migrations: roles }), migrate(b, { migrations: roles })]);
+  t.deepEqual(results.map((r) => r.to), [1, 1]);
+});
+
 test.serial('migrate: a failing migration is rolled back entirely and named', async (t) => {
   const url = await freshDatabase();
   const good = migration(1, 'good', 'CREATE TABLE rale.good (x int);');

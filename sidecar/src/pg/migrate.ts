@@ -223,6 +223,19 @@ async function migrateLocked(client: pg.ClientBase, migrations: Migration[]): Pr
 
   const applied: number[] = [];
   for (const m of migrations.slice(from)) {
+    // Roles are shared by every database of a server, and the migration lock
+    // is per database: two databases of one server migrating at once (two
+    // nodes' databases on one test server, say) both find a role missing and
+    // both create it; the second fails on the catalog's unique index. Its
+    // transaction rolled back whole, so trying again (it now finds the role)
+    // is safe.
+    for (let attempt = 1; !(await applyOne(client, m, attempt < 3)); attempt++);
+    applied.push(m.version);
+  }
+  return { from, to: applied.at(-1) ?? from, applied };
+
+  /** Applies `m` in its own transaction: true when done, false when it should be tried again. */
+  async function applyOne(client: pg.ClientBase, m: Migration, mayRetry: boolean): Promise<boolean> {
     await client.query('BEGIN');
     try {
       await client.query(m.sql);
@@ -232,8 +245,10 @@ async function migrateLocked(client: pg.ClientBase, migrations: Migration[]): Pr
         m.checksum,
       ]);
       await client.query('COMMIT');
+      return true;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
+      if (mayRetry && isConcurrentRoleCreation(err)) return false;
       const version = applied.at(-1) ?? from;
       throw new Error(
         `Migration ${m.file} failed and was rolled back; the schema "${SCHEMA}" stays at version ${version}. ` +
@@ -241,9 +256,13 @@ async function migrateLocked(client: pg.ClientBase, migrations: Migration[]): Pr
         { cause: err },
       );
     }
-    applied.push(m.version);
   }
-  return { from, to: applied.at(-1) ?? from, applied };
+}
+
+/** A role created by another database's migration between our check and our CREATE ROLE. */
+function isConcurrentRoleCreation(err: unknown): boolean {
+  const e = err as { code?: string; constraint?: string };
+  return (e.code === '23505' && e.constraint === 'pg_authid_rolname_index') || e.code === '42710';
 }
 
 /** The schema version of a database (0 when rale never migrated it). */
