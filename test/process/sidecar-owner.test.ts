@@ -63,6 +63,9 @@ test.serial('a node whose lock connection is killed stops and comes back, holdin
     (await admin.query<{ pid: number }>(`SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = 1918987365 AND l.objid = 4 AND l.granted`)).rows.map((r) => r.pid);
   const [holder] = await holders();
   t.truthy(holder, 'the node holds the lock');
+  // Every connection names its part for DBAs (pg_stat_activity.application_name).
+  const names = new Set((await admin.query<{ name: string }>(`SELECT application_name AS name FROM pg_stat_activity WHERE application_name LIKE 'rale %'`)).rows.map((r) => r.name));
+  for (const part of ['rale node n1', 'rale n1 log', 'rale n1 apply', 'rale n1 pump', 'rale n1 listen', 'rale n1 status']) t.true(names.has(part), `${part} in ${[...names].join(', ')}`);
   await admin.query('SELECT pg_terminate_backend($1)', [holder]);
   await waitFor('a new node', () => (sidecar.node !== null && sidecar.node !== before && sidecar.node.raft.isLeader() ? true : undefined), 20_000);
   const [next] = await holders();

@@ -59,14 +59,16 @@ export class PgNode {
     this.options = options;
     this.id = options.id;
     // Status, read barriers and the REST API's queries (check_command, reads).
-    this.pool = new pg.Pool({ connectionString: options.connectionString, max: 8, types: pgTypes });
+    // Every connection names its part in pg_stat_activity (application_name "rale <node> <part>"), for DBAs.
+    const named = (part: string) => ({ connectionString: options.connectionString, application_name: `rale ${options.id} ${part}`.slice(0, 63) });
+    this.pool = new pg.Pool({ ...named('status'), max: 8, types: pgTypes });
     // The pump has a pool of its own: it holds up to PUMP_INFLIGHT batch
     // transactions open while their entries apply, plus one taking the next
     // batch and one for its flag and cleanup. Sharing one pool of 12 with
     // the 8 held batches starved everything else under load (measured: the
     // pump waited up to 1.4 s for a connection, the REST API's check_command
     // queued behind held batches).
-    this.pumpPool = new pg.Pool({ connectionString: options.connectionString, max: PUMP_INFLIGHT + 2, types: pgTypes });
+    this.pumpPool = new pg.Pool({ ...named('pump'), max: PUMP_INFLIGHT + 2, types: pgTypes });
     for (const [pool, name] of [
       [this.pool, 'pool'],
       [this.pumpPool, 'pump pool'],
@@ -76,8 +78,8 @@ export class PgNode {
       pool.on('connect', (client) => client.on('error', (err) => this.reportError(err, `${name} client`)));
     }
     // The initial voters go into the log as its first entry (RaftNode does it), not into the storage's options.
-    this.log = new PgLogStorage({ connection: options.connectionString, onIdleError: (err) => this.reportError(err, 'log') });
-    this.stateMachine = new PgStateMachine({ connection: options.connectionString, synchronousApply: options.synchronousApply });
+    this.log = new PgLogStorage({ connection: named('log'), onIdleError: (err) => this.reportError(err, 'log') });
+    this.stateMachine = new PgStateMachine({ connection: named('apply'), synchronousApply: options.synchronousApply });
     const { connectionString: _url, synchronousApply: _sync, statusEveryMs: _every, onError: _onError, ...raftOptions } = options;
     this.raft = new RaftNode({ ...raftOptions, log: this.log, stateMachine: this.stateMachine });
     this.raft.on('error', (err: Error) => this.reportError(err, 'raft'));
@@ -85,6 +87,7 @@ export class PgNode {
       pool: this.pumpPool,
       maxInflightBatches: PUMP_INFLIGHT,
       connectionString: options.connectionString,
+      applicationName: named('listen').application_name,
       node: this.raft,
       onError: (err) => this.reportError(err, 'pump'),
     });

@@ -37,6 +37,8 @@ const createSubscriber = pgListen.default;
 export interface PumpOptions {
   pool: pg.Pool;
   connectionString: string;
+  /** application_name of the LISTEN connection (pg_stat_activity). */
+  applicationName?: string;
   node: RaftNode;
   /** Most proposals taken per round trip. Default 512. */
   batchSize?: number;
@@ -96,13 +98,13 @@ export class ProposalPump {
   submitted = 0;
 
   constructor(options: PumpOptions) {
-    this.options = { batchSize: 512, resubmitAfterMs: 3000, idleWaitMs: 1000, maxInflightBatches: 8, ...options };
+    this.options = { batchSize: 512, resubmitAfterMs: 3000, idleWaitMs: 1000, maxInflightBatches: 8, applicationName: 'rale listen', ...options };
   }
 
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    const subscriber = createSubscriber({ connectionString: this.options.connectionString }, { parse: (raw: string) => raw, retryTimeout: 0 });
+    const subscriber = createSubscriber({ connectionString: this.options.connectionString, application_name: this.options.applicationName ?? 'rale listen' }, { parse: (raw: string) => raw, retryTimeout: 0 });
     subscriber.events.on('error', (err: Error) => {
       if (this.running) this.options.onError?.(err);
     });
