@@ -6,6 +6,9 @@
  * must still be able to dial the joined member. Found by the nemesis run
  * (seed 42): the restarted node could follow the joined leader but never
  * reach it (read index, forwarded proposals), and stayed unhealthy.
+ * Then a founder relays a join to that joined leader, whose REST API URL
+ * it learns over the peer transport (also found by the nemesis run: 421
+ * "cannot relay a join to it", leader_api null).
  */
 import test from 'ava';
 import { waitFor } from './harness.ts';
@@ -47,4 +50,16 @@ test.serial('after a restart, a node still reaches a member whose join entry was
   const write = await c.restPropose('node2', { op: 'set', key: 'after', value: 1 });
   t.is(write.status, 200, JSON.stringify(write.body));
   t.is(write.body.leader, 'node4');
+
+  // node2's configuration lists only the founders' API URLs; it learns node4's over the peer transport
+  // ('info' call) and relays to it: a join sent to node2 reaches the leader that joined later.
+  const leaderInfo = await waitFor('node2 to know the API of node4', async () => {
+    const answer = await c.api('node2', 'GET', '/consensus/leader');
+    return answer.body?.api_url ? answer.body : null;
+  }, 10_000, 200);
+  t.is(leaderInfo.node_id, 'node4');
+  t.regex(String(leaderInfo.api_url), /^http:\/\/127\.0\.0\.1:\d+$/);
+  const relayed = await c.addNode('node5', { via: 'node2' });
+  t.is(relayed.status, 200, JSON.stringify(relayed.body));
+  t.is(relayed.body.role, 'voter');
 });

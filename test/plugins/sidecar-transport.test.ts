@@ -8,7 +8,7 @@
  */
 import test from 'ava';
 import { GrpcTransport } from '../../sidecar/src/transport/grpc.ts';
-import { SidecarTransport } from '../../sidecar/src/plugins/sidecar-transport.ts';
+import { SidecarTransport, checkNodeInfo } from '../../sidecar/src/plugins/sidecar-transport.ts';
 import type { Message } from '../../sidecar/src/core/types.ts';
 
 function makeTransport(connectorTimeoutMs?: number): { transport: SidecarTransport; errors: Array<[string, string]> } {
@@ -58,4 +58,12 @@ test('a bridge connector whose invoke or close never settles is bounded and coun
   t.is(errors.length, 2);
   t.true(errors.every(([owner]) => owner === 'hanging'));
   t.regex(errors[1]?.[1] ?? '', /close/);
+});
+
+test("a peer's 'info' answer is taken only as an http(s) URL of sane length", (t) => {
+  t.deepEqual(checkNodeInfo({ api: 'http://10.0.0.4:8400' }), { api: 'http://10.0.0.4:8400' });
+  t.deepEqual(checkNodeInfo({ api: 'https://rale-2.example:8400/' }), { api: 'https://rale-2.example:8400' }, 'no trailing slash');
+  for (const bad of [null, 'http://x', 42, {}, { api: null }, { api: 7 }, { api: 'file:///etc/passwd' }, { api: 'javascript:alert(1)' }, { api: 'not a url' }, { api: `http://h/${'x'.repeat(3000)}` }]) {
+    t.is(checkNodeInfo(bad), null, JSON.stringify(bad)?.slice(0, 60));
+  }
 });

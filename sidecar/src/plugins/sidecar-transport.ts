@@ -24,6 +24,28 @@ export function addressScheme(address: string | undefined): string | null {
   return match === null ? null : (match[1] as string);
 }
 
+/** The peer call that asks a sidecar about itself. */
+export const INFO_CALL = 'info';
+
+/** What a sidecar tells a peer about itself ('info' call). */
+export interface NodeInfo {
+  /** Its REST API's base URL, or null when it serves none. */
+  api: string | null;
+}
+
+/** A peer's answer to 'info', checked: only an http(s) URL of sane length is taken. */
+export function checkNodeInfo(value: unknown): NodeInfo | null {
+  if (value === null || typeof value !== 'object') return null;
+  const api = (value as Record<string, unknown>).api;
+  if (typeof api !== 'string' || api.length > 2048) return null;
+  try {
+    const url = new URL(api);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? { api: api.replace(/\/+$/, '') } : null;
+  } catch {
+    return null;
+  }
+}
+
 export class SidecarTransport implements Transport {
   private handler: InvokeHandler | null = null;
   private opened = false;
@@ -33,6 +55,12 @@ export class SidecarTransport implements Transport {
    * go on appending or voting over it. Return a reason to refuse.
    */
   authorizePeer: ((peer: NodeId) => string | null) | null = null;
+  /**
+   * Answers a peer's 'info' call (this node's REST API URL, so that a node
+   * that only knows this one's peer address can relay to it), served by the
+   * sidecar itself: it works while the node restarts.
+   */
+  nodeInfo: (() => NodeInfo) | null = null;
   private readonly schemes = new Map<string, { connect: PeerConnector; owner: string }>();
 
   constructor(
@@ -72,6 +100,7 @@ export class SidecarTransport implements Transport {
     await this.base.listen(this.localId, (type, args, from) => {
       const refusal = this.authorizePeer?.(from) ?? null;
       if (refusal !== null) return Promise.reject(new RaleError('INVALID_ARGUMENT', refusal, { peer: from }));
+      if (type === INFO_CALL) return Promise.resolve(this.nodeInfo?.() ?? { api: null });
       return this.dispatch(type, args, from);
     });
   }

@@ -19,7 +19,7 @@ import { createApi, type RaleApi } from '../http/api.ts';
 import { PgNode } from '../pg/node.ts';
 import { GrpcTransport } from '../transport/grpc.ts';
 import { BRIDGE_CALL_TIMEOUT_MS, BridgeHost } from '../plugins/host.ts';
-import { SidecarTransport } from '../plugins/sidecar-transport.ts';
+import { INFO_CALL, SidecarTransport, addressScheme, checkNodeInfo } from '../plugins/sidecar-transport.ts';
 import type { SidecarConfig } from './config.ts';
 import type { Logger } from './logger.ts';
 import { SupervisedBackend } from './supervised-backend.ts';
@@ -47,6 +47,9 @@ export class Sidecar {
   private httpServer: http.Server | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   /** The node's background errors, each repeat of one at most every 5 s (a lost database fails every poll). */
+  /** REST API URLs of members that cluster.peers does not list (joined later), asked of them over the peer transport. */
+  private readonly learnedApis = new Map<NodeId, string>();
+  private readonly apiLookups = new Map<NodeId, number>();
   private readonly nodeErrors = new RepeatLimiter((where, message, repeats) => this.log.warn(where, repeats > 0 ? `${message} (and ${repeats} more times)` : message), 5_000);
   private recovery: Promise<void> | null = null;
   private failedPings = 0;
@@ -90,6 +93,7 @@ export class Sidecar {
       // Calls forwarded to a member (proposals) may wait a request timeout for their answer.
       Math.max(BRIDGE_CALL_TIMEOUT_MS, config.raft.requestTimeoutMs + 1_000),
     );
+    this.transport.nodeInfo = () => ({ api: this.apiUrl() ?? null });
     const refusedAt = new Map<NodeId, number>();
     this.transport.authorizePeer = (peer) => {
       if (this.isMember(peer)) return null;
@@ -107,7 +111,7 @@ export class Sidecar {
             ...(config.api.token !== undefined ? { token: config.api.token } : {}),
             bodyLimitBytes: config.api.bodyLimitBytes,
             requestTimeoutMs: config.raft.requestTimeoutMs,
-            peerApiUrl: (peer) => (peer === this.id ? this.apiUrl() : config.cluster.peers[peer]?.api),
+            peerApiUrl: (peer) => (peer === this.id ? this.apiUrl() : (config.cluster.peers[peer]?.api ?? this.learnedApiUrl(peer))),
             onError: (err, req) => log.error('api', `${req.method} ${req.path} failed: ${(err as Error)?.stack ?? String(err)}`),
             extraHealthChecks: () => this.healthChecks(),
             extraMetrics: () => this.bridges.metrics(),
@@ -196,6 +200,35 @@ export class Sidecar {
   }
 
   // ------------------------------------------------------------------ internals
+
+  /**
+   * The REST API URL of `peer` when cluster.peers does not give it (a member
+   * that joined later): what it said when last asked, and a new question in
+   * the background (at most every 2 s per peer), so that relaying to a
+   * leader that joined later works from the next request on (and from the
+   * first: the lookup also runs whenever a leader is elected).
+   */
+  private learnedApiUrl(peer: NodeId): string | undefined {
+    const known = this.learnedApis.get(peer);
+    if (Date.now() - (this.apiLookups.get(peer) ?? 0) > 2_000) void this.askApiUrl(peer);
+    return known;
+  }
+
+  private async askApiUrl(peer: NodeId): Promise<void> {
+    const address = this.backend.node?.raft.addressOf(peer);
+    // Foreign members (a bridge's scheme) serve no rale calls.
+    if (address === undefined || addressScheme(address) !== null || peer === this.id) return;
+    this.apiLookups.set(peer, Date.now());
+    const connection = this.transport.base.connect(this.id, peer, address);
+    try {
+      const info = checkNodeInfo(await connection.invoke(INFO_CALL, null));
+      if (info?.api) this.learnedApis.set(peer, info.api);
+    } catch {
+      // An older rale, or unreachable now: asked again later.
+    } finally {
+      await connection.close().catch(() => {});
+    }
+  }
 
   /**
    * Whether a peer may call this node. Refused: a node this sidecar has seen
@@ -321,7 +354,10 @@ export class Sidecar {
       throw new RaleError('STOPPED', 'the sidecar stopped while the node was starting');
     }
     node.raft.on('role', (role: Role) => log.info('raft', `role is now ${role}`, { term: safeTerm(node) }));
-    node.raft.on('leader', (leader: NodeId | null) => log.info('raft', leader === null ? 'no leader known' : `leader is ${leader}`, { term: safeTerm(node) }));
+    node.raft.on('leader', (leader: NodeId | null) => {
+      log.info('raft', leader === null ? 'no leader known' : `leader is ${leader}`, { term: safeTerm(node) });
+      if (leader !== null && leader !== this.id && this.config.cluster.peers[leader]?.api === undefined) this.learnedApiUrl(leader);
+    });
     node.raft.once('stopped', () => {
       if (this.backend.node === node && !this.stopRequested) this.recover(node, 'the Raft node stopped (its storage failed)');
     });
