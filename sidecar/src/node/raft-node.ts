@@ -125,6 +125,12 @@ export class RaftNode extends EventEmitter {
   /** ReadIndex requests by context. */
   private readonly readWaiters = new Map<string, Waiter<number>>();
   private lastSnapshotIndex = 0;
+  /** The background snapshot in progress (maybeSnapshot), if any. */
+  private snapshotting: Promise<void> | null = null;
+  /** A saved snapshot's index the core's log is still to be compacted to (0: none). */
+  private compactTo = 0;
+  /** After a failed snapshot, the applied index at which to try again. */
+  private snapshotRetryAt = 0;
   private readCounter = 0;
   /** What the state machine has applied (the core's applied index may run ahead by the batches in `applying`). */
   private applied = 0;
@@ -210,6 +216,7 @@ export class RaftNode extends EventEmitter {
     // way finish theirs, before closing storage.
     while (this.processing) await new Promise((resolve) => setTimeout(resolve, 1));
     await this.applying.catch(() => {});
+    await this.snapshotting; // never rejects
     await this.options.transport.close();
     for (const c of this.connections.values()) await c.close().catch(() => {});
     this.emit('stopped');
@@ -509,8 +516,10 @@ export class RaftNode extends EventEmitter {
         await this.handleReady(core, ready);
         if (tracing) span('ready.handle', performance.now() - readyFrom, ready.entries.length, this.id);
         core.advance(ready);
-        await this.maybeSnapshot(core);
+        this.compactIfSaved(core);
+        this.maybeSnapshot(core);
       }
+      this.compactIfSaved(core);
     } catch (err) {
       // Storage failed mid-Ready: the core can no longer trust what is durable.
       // Stop rather than risk acknowledging what was not persisted.
@@ -674,14 +683,53 @@ export class RaftNode extends EventEmitter {
     this.appliedWaiters = still;
   }
 
-  private async maybeSnapshot(core: RaftCore): Promise<void> {
+  /**
+   * Takes a snapshot in the background once `snapshotEvery` entries were
+   * applied since the last one, one at a time. Not inside the Ready loop:
+   * reading every replicated table and writing the image took hundreds of
+   * ms under load, and a leader whose loop waited on it sent no heartbeat
+   * (every node snapshots at about the same index, so all of them paused at
+   * once): followers campaigned and the leader stepped down, one election
+   * per snapshot (seen in the benchmark at 64 clients). The state machine
+   * reads a consistent view at its own applied index in its own transaction;
+   * the log storage serialises the save with persists; the core is compacted
+   * only between Readies (compactIfSaved).
+   */
+  private maybeSnapshot(core: RaftCore): void {
     const every = this.options.snapshotEvery ?? 10_000;
-    if (every <= 0 || core.appliedIndex - this.lastSnapshotIndex < every) return;
-    const image = await this.options.stateMachine.snapshot();
-    const meta = core.snapshotMetaAt(image.index);
-    await this.options.log.saveSnapshot({ meta, data: image.data });
-    core.compact(meta.index);
-    this.lastSnapshotIndex = meta.index;
+    if (every <= 0 || this.snapshotting !== null || this.stopped) return;
+    if (core.appliedIndex - this.lastSnapshotIndex < every || core.appliedIndex < this.snapshotRetryAt) return;
+    this.snapshotting = (async () => {
+      try {
+        const image = await this.options.stateMachine.snapshot();
+        // A snapshot installed meanwhile (a follower catching up) is newer: this one is dropped.
+        if (this.stopped || this.core !== core || image.index <= this.lastSnapshotIndex) return;
+        const meta = core.snapshotMetaAt(image.index);
+        await this.options.log.saveSnapshot({ meta, data: image.data });
+        if (this.stopped || this.core !== core || meta.index <= this.lastSnapshotIndex) return;
+        this.lastSnapshotIndex = meta.index;
+        this.compactTo = Math.max(this.compactTo, meta.index);
+        if (!this.processing) this.compactIfSaved(core);
+      } catch (err) {
+        // The log stays whole: nothing is lost, the log is only longer. Tried again after a tenth of the interval.
+        this.snapshotRetryAt = core.appliedIndex + Math.ceil(every / 10);
+        if (!this.stopped) this.emit('error', new RaleError('STORAGE', `taking a snapshot failed (the log is kept; tried again later): ${(err as Error).message}`));
+      } finally {
+        this.snapshotting = null;
+      }
+    })();
+  }
+
+  /** Compacts the core's log to the last saved snapshot; only between Readies (no Ready outstanding). */
+  private compactIfSaved(core: RaftCore): void {
+    if (this.compactTo === 0) return;
+    const index = this.compactTo;
+    this.compactTo = 0;
+    try {
+      core.compact(index);
+    } catch {
+      // Restored past it meanwhile (a snapshot installed): nothing to compact.
+    }
   }
 
   private emitRole(role: Role, leader: NodeId | null): void {
