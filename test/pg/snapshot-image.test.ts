@@ -109,3 +109,41 @@ test('an image that is not JSON, or of an unknown version, is refused and change
   t.deepEqual(await state(target.sql), before);
   t.is(await target.sm.appliedIndex(), 1);
 });
+
+test('snapshotInPlace stores the same image in rale.snapshot and compacts the log, in one transaction; an older one is not written', async (t) => {
+  const db = await database('snap_in_place');
+  t.teardown(async () => {
+    await db.sm.close();
+    await db.sql.end();
+  });
+  const batch = [
+    entry(1, 'register-visit', { op: 'register_handler', name: 'visit', function: 'public.visit(jsonb)', tables: ['visits'] }),
+    entry(2, 'a', { op: 'set', key: 'a', value: null }),
+    entry(3, 'v', { op: 'call', handler: 'visit', payload: { who: "o'hara" } }),
+  ];
+  await db.sm.apply(batch);
+  // The log as PgLogStorage would hold it: entries 1-5 (4 and 5 not applied yet).
+  await db.sql.query(`INSERT INTO rale.log_entries (index, term, kind, data) SELECT i, 2, 0, '\\x00'::bytea FROM generate_series(1, 5) AS i`);
+  const config = { voters: ['n1', 'n2'], learners: ['n3'] };
+  const asked: number[] = [];
+  const meta = await db.sm.snapshotInPlace((index) => {
+    asked.push(index);
+    return { index, term: 2, config };
+  });
+  t.deepEqual(meta, { index: 3, term: 2, config });
+  t.deepEqual(asked, [3], 'asked for the metadata at the applied index');
+  const row = (await db.sql.query('SELECT index, term, config, data FROM rale.snapshot')).rows[0];
+  t.like(row, { index: '3', term: '2', config });
+  const viaNode = await db.sm.snapshot();
+  t.is(Buffer.from(row.data).toString('utf8'), new TextDecoder().decode(viaNode.data), 'the same image as snapshot()');
+  t.deepEqual((await db.sql.query('SELECT index FROM rale.log_entries ORDER BY index')).rows.map((r) => Number(r.index)), [4, 5], 'covered entries deleted');
+  // Nothing newer applied: not written again.
+  t.is(await db.sm.snapshotInPlace((index) => ({ index, term: 2, config })), null);
+  // A metadata failure (the core cannot give it) changes nothing.
+  await db.sm.apply([entry(4, 'b', { op: 'set', key: 'b', value: 1 })]);
+  await t.throwsAsync(db.sm.snapshotInPlace(() => {
+    throw new Error('no snapshot can be taken here');
+  }), { message: /no snapshot can be taken here/ });
+  t.is(Number((await db.sql.query('SELECT index FROM rale.snapshot')).rows[0].index), 3);
+  t.deepEqual((await db.sql.query('SELECT index FROM rale.log_entries ORDER BY index')).rows.map((r) => Number(r.index)), [4, 5]);
+});

@@ -35,6 +35,7 @@ import {
   type Message,
   type NodeId,
   type Ready,
+  type SnapshotMeta,
   type StorageState,
 } from '../core/types.ts';
 import type { ApplyResult, LogStorage, StateMachine } from '../storage/types.ts';
@@ -63,6 +64,15 @@ export interface RaftNodeOptions {
   seed?: number;
   /** Take a snapshot and compact the log after this many applied entries. Default 10,000; 0 disables. */
   snapshotEvery?: number;
+  /**
+   * Takes a snapshot where state machine and log live together, without the
+   * image passing through this process: reads the state machine's applied
+   * index, asks `metaAt` for the snapshot's metadata at that index, saves the
+   * image with it and compacts the stored log, atomically. Resolves with the
+   * metadata saved, or null when a newer snapshot is stored already. Without
+   * it, the driver calls stateMachine.snapshot() and log.saveSnapshot().
+   */
+  snapshotInPlace?: (metaAt: (index: number) => SnapshotMeta) => Promise<SnapshotMeta | null>;
   /** Default time a proposal or read waits before failing with TIMEOUT. Default 5,000 ms. */
   requestTimeoutMs?: number;
 }
@@ -701,12 +711,17 @@ export class RaftNode extends EventEmitter {
     if (core.appliedIndex - this.lastSnapshotIndex < every || core.appliedIndex < this.snapshotRetryAt) return;
     this.snapshotting = (async () => {
       try {
-        const image = await this.options.stateMachine.snapshot();
-        // A snapshot installed meanwhile (a follower catching up) is newer: this one is dropped.
-        if (this.stopped || this.core !== core || image.index <= this.lastSnapshotIndex) return;
-        const meta = core.snapshotMetaAt(image.index);
-        await this.options.log.saveSnapshot({ meta, data: image.data });
-        if (this.stopped || this.core !== core || meta.index <= this.lastSnapshotIndex) return;
+        let meta: SnapshotMeta | null;
+        if (this.options.snapshotInPlace !== undefined) {
+          meta = await this.options.snapshotInPlace((index) => core.snapshotMetaAt(index));
+        } else {
+          const image = await this.options.stateMachine.snapshot();
+          // A snapshot installed meanwhile (a follower catching up) is newer: this one is dropped.
+          if (this.stopped || this.core !== core || image.index <= this.lastSnapshotIndex) return;
+          meta = core.snapshotMetaAt(image.index);
+          await this.options.log.saveSnapshot({ meta, data: image.data });
+        }
+        if (meta === null || this.stopped || this.core !== core || meta.index <= this.lastSnapshotIndex) return;
         this.lastSnapshotIndex = meta.index;
         this.compactTo = Math.max(this.compactTo, meta.index);
         if (!this.processing) this.compactIfSaved(core);

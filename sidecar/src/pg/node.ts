@@ -81,7 +81,13 @@ export class PgNode {
     this.log = new PgLogStorage({ connection: named('log'), onIdleError: (err) => this.reportError(err, 'log') });
     this.stateMachine = new PgStateMachine({ connection: named('apply'), synchronousApply: options.synchronousApply });
     const { connectionString: _url, synchronousApply: _sync, statusEveryMs: _every, onError: _onError, ...raftOptions } = options;
-    this.raft = new RaftNode({ ...raftOptions, log: this.log, stateMachine: this.stateMachine });
+    this.raft = new RaftNode({
+      ...raftOptions,
+      log: this.log,
+      stateMachine: this.stateMachine,
+      // Log and state in one database: snapshots are built and stored there, never held by this process.
+      snapshotInPlace: (metaAt) => this.stateMachine.snapshotInPlace(metaAt),
+    });
     this.raft.on('error', (err: Error) => this.reportError(err, 'raft'));
     this.pump = new ProposalPump({
       pool: this.pumpPool,

@@ -140,11 +140,11 @@ export class PgStateMachine implements StateMachine {
   }
 
   /**
-   * The image (SnapshotImage, as JSON) is built by PostgreSQL, one table per
-   * query as JSON text (json_agg), and joined here as text: no JS object
-   * per row. Row objects made the sidecar's memory jump by tens of MB at
-   * every snapshot under the benchmark (rale.results alone keeps up to 10^6
-   * rows), and would have made it grow to gigabytes at full retention.
+   * The image (SnapshotImage, as JSON) is built by PostgreSQL: one SQL
+   * expression (imageExpression) of json_agg per table, joined as text. No
+   * JS object per row: row objects made the sidecar's memory jump by tens of
+   * MB at every snapshot under the benchmark (rale.results alone keeps up to
+   * 10^6 rows). snapshotInPlace() does not even bring the image here.
    */
   async snapshot(): Promise<{ index: number; term: number; data: Uint8Array }> {
     const client = await this.pool.connect();
@@ -152,26 +152,49 @@ export class PgStateMachine implements StateMachine {
       // One consistent view of every replicated table.
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const applied = (await client.query<{ index: number; term: number }>('SELECT index, term FROM rale.applied')).rows[0] ?? { index: 0, term: 0 };
-      const part = async (sql: string): Promise<string> => (await client.query<{ part: string }>(`SELECT coalesce((${sql})::text, '[]') AS part`)).rows[0]?.part ?? '[]';
-      const parts: Array<[keyof SnapshotImage, string]> = [
-        ['kv', await part(`SELECT json_agg(json_build_object('key', key, 'value', value, 'version', version) ORDER BY key) FROM rale.kv`)],
-        ['handlers', await part(`SELECT json_agg(json_build_object('name', name, 'function', function, 'tables', tables, 'registered_index', registered_index) ORDER BY name) FROM rale.handlers`)],
-        ['settings', await part(`SELECT json_agg(json_build_object('key', key, 'value', value) ORDER BY key) FROM rale.settings`)],
-        [
-          'results',
-          await part(
-            `SELECT json_agg(json_build_object('proposal_id', proposal_id, 'index', index, 'term', term, 'status', status, 'result', result, 'error', error) ORDER BY proposal_id) FROM rale.results`,
-          ),
-        ],
-      ];
-      const declared = (await client.query<{ table: string }>('SELECT DISTINCT unnest(tables) AS table FROM rale.handlers ORDER BY 1')).rows.map((r) => r.table);
-      const tables: string[] = [];
-      for (const table of declared) {
-        tables.push(`${JSON.stringify(table)}:${await part(`SELECT json_agg(to_jsonb(t)) FROM ${await resolveTable(client, table)} t`)}`);
-      }
+      const expression = await imageExpression(client);
+      const text = (await client.query<{ image: string }>(`SELECT ${expression} AS image`, [applied.index, applied.term])).rows[0]?.image ?? '';
       await client.query('COMMIT');
-      const text = `{"version":1,"applied":${JSON.stringify({ index: applied.index, term: applied.term })},${parts.map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(',')},"tables":{${tables.join(',')}}}`;
       return { index: applied.index, term: applied.term, data: new TextEncoder().encode(text) };
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  /**
+   * Takes a snapshot into rale.snapshot and compacts rale.log_entries in one
+   * transaction, the image built and stored by PostgreSQL without passing
+   * through this process (RaftNodeOptions.snapshotInPlace): the sidecar's
+   * memory no longer grows with the replicated state at every snapshot.
+   * The same rules as PgLogStorage.saveSnapshot: an older snapshot than the
+   * stored one is not written (null), and only covered entries are deleted.
+   * Synchronous commit: the log's compaction must be as durable as the log.
+   */
+  async snapshotInPlace(metaAt: (index: number) => SnapshotMeta): Promise<SnapshotMeta | null> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await client.query('SET LOCAL synchronous_commit = on');
+      const applied = (await client.query<{ index: number; term: number }>('SELECT index, term FROM rale.applied')).rows[0] ?? { index: 0, term: 0 };
+      const stored = (await client.query<{ index: number }>('SELECT index FROM rale.snapshot FOR UPDATE')).rows[0]?.index ?? 0;
+      if (applied.index === 0 || stored >= applied.index) {
+        await client.query('ROLLBACK');
+        return null;
+      }
+      const meta = metaAt(applied.index);
+      const expression = await imageExpression(client);
+      const config = JSON.stringify({ voters: [...meta.config.voters], learners: [...meta.config.learners] });
+      await client.query(
+        `INSERT INTO rale.snapshot (id, index, term, config, data) SELECT true, $3::bigint, $4::bigint, $5::jsonb, convert_to(${expression}, 'UTF8')
+         ON CONFLICT (id) DO UPDATE SET index = excluded.index, term = excluded.term, config = excluded.config, data = excluded.data`,
+        [applied.index, applied.term, meta.index, meta.term, config],
+      );
+      await client.query('DELETE FROM rale.log_entries WHERE index <= $1', [meta.index]);
+      await client.query('COMMIT');
+      return meta;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
@@ -305,6 +328,35 @@ function configChangeId(entry: Entry): string | null {
  * The quoted, schema-qualified name of an existing table, as PostgreSQL
  * itself prints it: safe to place in SQL text. Throws when there is none.
  */
+/**
+ * The SQL expression (text) of the snapshot image (SnapshotImage as JSON),
+ * read in the caller's transaction; $1 and $2 are the applied index and
+ * term. The tables registered handlers declare are looked up now and named
+ * by quoted identifiers.
+ */
+async function imageExpression(client: pg.PoolClient): Promise<string> {
+  const list = (sql: string) => `coalesce((${sql})::text, '[]')`;
+  const declared = (await client.query<{ table: string }>('SELECT DISTINCT unnest(tables) AS table FROM rale.handlers ORDER BY 1')).rows.map((r) => r.table);
+  const tables: string[] = [];
+  for (const table of declared) {
+    tables.push(`${pgLiteral(JSON.stringify(table))} || ':' || ${list(`SELECT json_agg(to_jsonb(t)) FROM ${await resolveTable(client, table)} t`)}`);
+  }
+  const parts = [
+    `'{"version":1,"applied":' || json_build_object('index', $1::bigint, 'term', $2::bigint)::text`,
+    `',"kv":' || ${list(`SELECT json_agg(json_build_object('key', key, 'value', value, 'version', version) ORDER BY key) FROM rale.kv`)}`,
+    `',"handlers":' || ${list(`SELECT json_agg(json_build_object('name', name, 'function', function, 'tables', tables, 'registered_index', registered_index) ORDER BY name) FROM rale.handlers`)}`,
+    `',"settings":' || ${list(`SELECT json_agg(json_build_object('key', key, 'value', value) ORDER BY key) FROM rale.settings`)}`,
+    `',"results":' || ${list(`SELECT json_agg(json_build_object('proposal_id', proposal_id, 'index', index, 'term', term, 'status', status, 'result', result, 'error', error) ORDER BY proposal_id) FROM rale.results`)}`,
+    `',"tables":{' || ${tables.length === 0 ? `''` : tables.join(` || ',' || `)} || '}}'`,
+  ];
+  return `(${parts.join(' || ')})`;
+}
+
+/** A SQL string literal. */
+function pgLiteral(text: string): string {
+  return `'${text.replace(/'/g, "''")}'`;
+}
+
 async function resolveTable(client: pg.PoolClient, name: string): Promise<string> {
   const { rows } = await client.query<{ q: string | null }>(
     `SELECT format('%I.%I', n.nspname, c.relname) AS q FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)`,
