@@ -36,7 +36,7 @@ export interface PgStateMachineOptions {
   maxConnections?: number;
 }
 
-interface SnapshotImage {
+export interface SnapshotImage {
   version: 1;
   applied: { index: number; term: number };
   kv: Array<{ key: string; value: unknown; version: number }>;
