@@ -8,35 +8,19 @@
  * replayed (already applied). Both must give the same outcomes and leave the
  * same rows in kv, results, handlers, applied and the handlers' table.
  */
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import assert from 'node:assert/strict';
 import test from 'ava';
 import fc from 'fast-check';
 import pg from 'pg';
-import { startPostgres, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
 import { migrate } from '../../sidecar/src/pg/migrate.ts';
+import { useScratchServer } from './support.ts';
 import { PgStateMachine } from '../../sidecar/src/pg/state-machine.ts';
 import { encodeCommand } from '../../sidecar/src/node/command.ts';
 import { encodeConfigChange } from '../../sidecar/src/core/config.ts';
 import { EntryKind, type Entry } from '../../sidecar/src/core/types.ts';
 import { ReferenceStateMachine } from './reference-state-machine.ts';
 
-let server: PostgresInstance;
-let root: string;
-
-test.before(async () => {
-  root = path.join(os.tmpdir(), `rale-apply-${process.pid}`);
-  await fs.mkdir(root, { recursive: true, mode: 0o755 });
-  await fs.chmod(root, 0o755);
-  server = await startPostgres({ dataDir: path.join(root, 'pg'), persistent: false });
-});
-
-test.after.always(async () => {
-  await server?.stop();
-  if (root) await fs.rm(root, { recursive: true, force: true });
-});
+const scratch = useScratchServer(test, 'apply');
 
 const SETUP = `
   CREATE TABLE counter (id int PRIMARY KEY, n bigint NOT NULL);
@@ -60,7 +44,7 @@ async function freshPair(): Promise<{ fast: PgStateMachine; reference: Reference
   if (pair === null) {
     const urls: string[] = [];
     for (const kind of ['fast', 'ref']) {
-      const url = await server.createDatabase(`apply_${kind}`);
+      const url = await scratch().createDatabase(`apply_${kind}`);
       await migrate(url);
       const c = new pg.Client({ connectionString: url });
       await c.connect();

@@ -8,37 +8,21 @@
  * so the state machine checks the same deterministic limits and records the
  * entry as failed, identically on every node.
  */
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import test from 'ava';
 import pg from 'pg';
-import { startPostgres, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
 import { migrate } from '../../sidecar/src/pg/migrate.ts';
+import { useScratchServer } from './support.ts';
 import { PgStateMachine } from '../../sidecar/src/pg/state-machine.ts';
 import { encodeCommand } from '../../sidecar/src/node/command.ts';
 import { commandProblem } from '../../sidecar/src/node/command-limits.ts';
 import { EntryKind, type Entry } from '../../sidecar/src/core/types.ts';
 
-let server: PostgresInstance;
-let root: string;
-
-test.before(async () => {
-  root = path.join(os.tmpdir(), `rale-poison-${process.pid}`);
-  await fs.mkdir(root, { recursive: true, mode: 0o755 });
-  await fs.chmod(root, 0o755);
-  server = await startPostgres({ dataDir: path.join(root, 'pg'), persistent: false });
-});
-
-test.after.always(async () => {
-  await server?.stop();
-  if (root) await fs.rm(root, { recursive: true, force: true });
-});
+const scratch = useScratchServer(test, 'poison');
 
 const entry = (index: number, id: string, command: unknown): Entry => ({ index, term: 1, kind: EntryKind.Normal, data: encodeCommand({ id, command }) });
 
 test('entries the database cannot store fail as themselves; the entries around them apply', async (t) => {
-  const url = await server.createDatabase('poison');
+  const url = await scratch().createDatabase('poison');
   await migrate(url);
   const sm = new PgStateMachine({ connection: url });
   t.teardown(() => sm.close());

@@ -5,31 +5,15 @@
  * what was there; an image that is not JSON, or of an unknown version, is
  * refused with a clear error and changes nothing.
  */
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import test from 'ava';
 import pg from 'pg';
-import { startPostgres, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
 import { migrate } from '../../sidecar/src/pg/migrate.ts';
+import { useScratchServer } from './support.ts';
 import { PgStateMachine } from '../../sidecar/src/pg/state-machine.ts';
 import { encodeCommand } from '../../sidecar/src/node/command.ts';
 import { EntryKind, type Entry } from '../../sidecar/src/core/types.ts';
 
-let server: PostgresInstance;
-let root: string;
-
-test.before(async () => {
-  root = path.join(os.tmpdir(), `rale-snapimage-${process.pid}`);
-  await fs.mkdir(root, { recursive: true, mode: 0o755 });
-  await fs.chmod(root, 0o755);
-  server = await startPostgres({ dataDir: path.join(root, 'pg'), persistent: false });
-});
-
-test.after.always(async () => {
-  await server?.stop();
-  if (root) await fs.rm(root, { recursive: true, force: true });
-});
+const scratch = useScratchServer(test, 'snapimage');
 
 const TABLE_SQL = `
   CREATE TABLE visits (who text PRIMARY KEY, n int NOT NULL, tags text[], seen jsonb);
@@ -39,7 +23,7 @@ const TABLE_SQL = `
 const entry = (index: number, id: string, command: unknown): Entry => ({ index, term: 2, kind: EntryKind.Normal, data: encodeCommand({ id, command }) });
 
 async function database(name: string): Promise<{ url: string; sm: PgStateMachine; sql: pg.Client }> {
-  const url = await server.createDatabase(name);
+  const url = await scratch().createDatabase(name);
   await migrate(url);
   const sql = new pg.Client({ connectionString: url });
   await sql.connect();

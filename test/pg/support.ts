@@ -6,7 +6,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { startPostgresCluster, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
+import { startPostgres, startPostgresCluster, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
+import type { TestFn } from 'ava';
 import { PgNode, type PgNodeOptions } from '../../sidecar/src/pg/node.ts';
 import { MemoryNetwork } from '../../sidecar/src/node/transport.ts';
 import { Role } from '../../sidecar/src/core/types.ts';
@@ -86,4 +87,27 @@ export async function startPgCluster(name: string, ids = ['node1', 'node2', 'nod
     throw err;
   }
   return cluster;
+}
+
+/**
+ * One embedded PostgreSQL for a whole test file (its tests create databases
+ * on it): started before the tests, stopped and removed after. Returns a
+ * getter for the server.
+ */
+export function useScratchServer(test: TestFn, name: string): () => PostgresInstance {
+  let server: PostgresInstance | undefined;
+  const root = path.join(os.tmpdir(), `rale-${name}-${process.pid}`);
+  test.before(async () => {
+    await fs.mkdir(root, { recursive: true, mode: 0o755 });
+    await fs.chmod(root, 0o755);
+    server = await startPostgres({ dataDir: path.join(root, 'pg'), persistent: false });
+  });
+  test.after.always(async () => {
+    await server?.stop();
+    await fs.rm(root, { recursive: true, force: true });
+  });
+  return () => {
+    if (server === undefined) throw new Error('the scratch PostgreSQL did not start (see test.before)');
+    return server;
+  };
 }
