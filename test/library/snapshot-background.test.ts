@@ -11,6 +11,7 @@ import { RaftNode } from '../../sidecar/src/node/raft-node.ts';
 import { MemoryStateMachine } from '../../sidecar/src/node/memory-state-machine.ts';
 import { MemoryNetwork } from '../../sidecar/src/node/transport.ts';
 import { MemoryLogStorage } from '../../sidecar/src/storage/memory.ts';
+import { waitFor } from '../transport/helpers.ts';
 
 /** A state machine whose snapshot takes `delayMs`, as reading every table of a busy database can. */
 class SlowSnapshotMachine extends MemoryStateMachine {
@@ -49,15 +50,6 @@ test('a slow snapshot holds up neither heartbeats nor commits, and the log is co
   );
   t.teardown(() => Promise.all(nodes.map((n) => n.stop().catch(() => {}))));
   await Promise.all(nodes.map((n) => n.start()));
-  const waitFor = async <T>(what: string, probe: () => T | undefined | false, ms = 10_000): Promise<T> => {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const v = probe();
-      if (v) return v;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  };
   const leader = await waitFor('a leader', () => nodes.find((n) => n.isLeader()));
   const term = leader.status().term;
 

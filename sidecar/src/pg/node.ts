@@ -102,16 +102,11 @@ export class PgNode {
   /** Installs or upgrades the schema, then starts Raft and the services. */
   static async start(options: PgNodeOptions): Promise<PgNode> {
     const owner = await claimDatabase(options.connectionString, options.id);
-    try {
-      await migrate(options.connectionString);
-    } catch (err) {
-      await owner.end().catch(() => {});
-      throw err;
-    }
-    // Members that joined later are dialled at the address of their addLearner entry; once that entry is
-    // compacted into a snapshot, only rale.members (published from the configuration) still has it.
     let node: PgNode;
     try {
+      await migrate(options.connectionString);
+      // Members that joined later are dialled at the address of their addLearner entry; once that entry is
+      // compacted into a snapshot, only rale.members (published from the configuration) still has it.
       node = new PgNode({ ...options, addresses: { ...(await publishedAddresses(options.connectionString)), ...(options.addresses ?? {}) } });
     } catch (err) {
       await owner.end().catch(() => {});

@@ -104,7 +104,7 @@ export class ProposalPump {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    const subscriber = createSubscriber({ connectionString: this.options.connectionString, application_name: this.options.applicationName ?? 'rale listen' }, { parse: (raw: string) => raw, retryTimeout: 0 });
+    const subscriber = createSubscriber({ connectionString: this.options.connectionString, application_name: this.options.applicationName }, { parse: (raw: string) => raw, retryTimeout: 0 });
     subscriber.events.on('error', (err: Error) => {
       if (this.running) this.options.onError?.(err);
     });

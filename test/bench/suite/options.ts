@@ -66,7 +66,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
       case '--clients':
         options.clients = value.split(',').map((part) => {
           const n = Number(part);
-          if (!Number.isInteger(n) || n < 1 || n > 70) throw new UsageError(`--clients takes integers from 1 to 70 (each PostgreSQL allows 100 connections, 3 reserved, and the sidecar uses up to about 27), got ${JSON.stringify(part)}`);
+          if (!Number.isInteger(n) || n < 1 || n > 70) throw new UsageError(`--clients takes integers from 1 to 70 (each PostgreSQL allows 100 connections, 3 reserved, and the sidecar uses up to about 28), got ${JSON.stringify(part)}`);
           return n;
         });
         break;
