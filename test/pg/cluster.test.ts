@@ -285,3 +285,50 @@ test.serial('the pick gate: many waiters on a leader and a follower, none keeps 
     holder.release();
   }
 });
+
+test.serial('batch locks: a waiter blocks on its batch\'s advisory lock while the batch applies; the pump keeps no transaction open and no lock after', async (t) => {
+  const leaderId = (await cluster.leader()).id;
+  // A handler slow enough to watch its batch while it applies (it runs on every node).
+  for (const id of cluster.ids) {
+    await db(id).query(`CREATE OR REPLACE FUNCTION public.rale_test_slow(payload jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT pg_sleep(0.8); SELECT payload $$`);
+  }
+  const reg = (await db(leaderId).query<{ id: string }>(`SELECT rale.register_handler('slow', 'public.rale_test_slow') AS id`)).rows[0]!.id;
+  t.is((await db(leaderId).query('SELECT (rale_wait($1, 10000)).status', [reg])).rows[0].status, 'applied');
+
+  const client = await db(leaderId).connect();
+  try {
+    const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    const submitted = client.query(`CALL rale.submit('{"op":"call","handler":"slow","payload":{"n":7}}', NULL, 15000)`);
+    const row = await waitFor('the proposal in a batch', async () => {
+      const { rows } = await db(leaderId).query<{ batch: number }>(
+        `SELECT batch FROM rale.proposals WHERE command->>'handler' = 'slow' AND state = 'submitted' AND batch IS NOT NULL`,
+      );
+      return rows[0];
+    });
+    // The waiter queues for the batch's lock, which a pump connection holds (session level, not in a transaction).
+    const locks = await waitFor('the waiter queued on the batch lock', async () => {
+      const { rows } = await db(leaderId).query<{ pid: number; granted: boolean; mode: string; app: string }>(
+        `SELECT l.pid, l.granted, l.mode, a.application_name AS app FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+         WHERE l.locktype = 'advisory' AND l.classid = 1918987362 AND l.objid = $1`,
+        [row.batch],
+      );
+      return rows.some((r) => r.pid === pid && !r.granted) ? rows : undefined;
+    });
+    const holder = locks.find((l) => l.granted);
+    t.truthy(holder, 'someone holds the batch lock');
+    t.regex(holder!.app, /^rale node\d pump$/);
+    t.is(holder!.mode, 'ExclusiveLock');
+    const open = await db(leaderId).query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'rale % pump' AND state LIKE 'idle in transaction%'`);
+    t.is(open.rows[0].n, 0, 'no pump connection sits in an open transaction');
+
+    const outcome = String((await submitted).rows[0].outcome);
+    t.regex(outcome, /^\(applied,\d+,\d+,"{""n"": 7}",\)$/);
+    // Let go: no batch lock outlives its batch.
+    await waitFor('no batch lock left', async () => {
+      const { rows } = await db(leaderId).query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND classid = 1918987362`);
+      return rows[0].n === 0;
+    });
+  } finally {
+    client.release();
+  }
+});

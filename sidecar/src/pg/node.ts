@@ -62,13 +62,14 @@ export class PgNode {
     // Every connection names its part in pg_stat_activity (application_name "rale <node> <part>"), for DBAs.
     const named = (part: string) => ({ connectionString: options.connectionString, application_name: `rale ${options.id} ${part}`.slice(0, 63) });
     this.pool = new pg.Pool({ ...named('status'), max: 8, types: pgTypes });
-    // The pump has a pool of its own: it holds up to PUMP_INFLIGHT batch
-    // transactions open while their entries apply, plus one taking the next
+    // The pump has a pool of its own: up to PUMP_INFLIGHT connections each
+    // hold a batch's lock while its entries apply, plus one taking the next
     // batch and one for its flag and cleanup. Sharing one pool of 12 with
     // the 8 held batches starved everything else under load (measured: the
     // pump waited up to 1.4 s for a connection, the REST API's check_command
-    // queued behind held batches).
-    this.pumpPool = new pg.Pool({ ...named('pump'), max: PUMP_INFLIGHT + 2, types: pgTypes });
+    // queued behind held batches). Everything the pump writes is recoverable
+    // (see pump.ts), so it commits asynchronously.
+    this.pumpPool = new pg.Pool({ ...named('pump'), max: PUMP_INFLIGHT + 2, types: pgTypes, options: '-c synchronous_commit=off' });
     for (const [pool, name] of [
       [this.pool, 'pool'],
       [this.pumpPool, 'pump pool'],

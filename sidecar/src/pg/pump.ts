@@ -9,19 +9,27 @@
  *   only while the flag is set. Under load nobody notifies at all.
  * - Exactly once: a proposal's id travels in its entry; the state machine
  *   records it in rale.results with the effects. The pump may therefore
- *   resubmit freely: after a crash (rows still 'pending'), after a leader
- *   change that dropped an entry, or when no result appeared in time.
+ *   resubmit freely: after a crash, after a leader change that dropped an
+ *   entry, or when no result appeared in time.
  * - A proposal made on a follower's database is forwarded to the leader by
  *   the RaftNode.
- * - Waking waiters without polling: a batch is taken `FOR UPDATE` in a
- *   transaction that stays open until the batch's entries are applied on
- *   this node; rale.wait() blocks on those row locks, so it wakes the moment
- *   the outcome is there. Several batches are in flight at once (each on its
- *   own connection), so holding a batch never stops the next one.
+ * - Waking waiters without polling: every batch has a number and a session
+ *   advisory lock ("ralb", number), taken on the batch's connection in the
+ *   same statement that marks the rows `submitted` with that number, before
+ *   that statement commits; it is released once the batch is applied on
+ *   this node. rale.wait() blocks on it (shared), so it wakes the moment the
+ *   outcome is there. Several batches are in flight at once (each holding
+ *   its connection), so holding a batch never stops the next one.
+ *   (Migration 0005_batch_wait.sql: the lock replaced row locks, whose
+ *   probes cost a transaction id and a WAL record each.)
  * - Waking waiters of rows not taken yet: while the pump runs it holds
  *   the pick gate (an advisory lock, see gateKick()); rale.wait blocks on it
  *   instead of polling, and is let through each time the pump takes rows.
+ * - Everything the pump writes is recoverable (a lost take makes rows
+ *   pending again; resubmitting is harmless), so its connections commit
+ *   asynchronously: no fsync on the pump's path.
  */
+import { randomInt } from 'node:crypto';
 import pg from 'pg';
 import pgListen from 'pg-listen';
 import { RaleError, isRaleError } from '../errors.ts';
@@ -51,8 +59,19 @@ export interface PumpOptions {
   onError?: (err: Error) => void;
 }
 
+/** A batch of at most this many rows sends the pump down its idle path (see run()). */
+const SMALL_BATCH = 2;
+
 /** The second look after the pump sets its sleeping flag (see run()). */
 const RECHECK_MS = 3;
+
+/** How long a batch of only membership changes that must wait keeps them before they are taken again. */
+const AGAIN_PAUSE_MS = 20;
+
+/** The class (first key) of the batches' advisory locks ("ralb"): the second key is the batch number. */
+export const BATCH_LOCK_CLASS = 1918987362; // 0x72616c62
+/** Batch numbers are 1..MAX_BATCH_NUMBER (a positive int4, the lock's second key and rale.proposals.batch). */
+const MAX_BATCH_NUMBER = 2 ** 31 - 1;
 
 /** The pick gate's advisory lock (see gateKick()). */
 const GATE_LOCK = '1918987365, 3'; // 0x72616c65 = "rale"
@@ -62,6 +81,8 @@ const GATE_LOCK_TIMEOUT_MS = 1000;
 interface Submitted {
   done: Array<{ id: string; index: number; term: number }>;
   rejected: Array<{ id: string; error: string }>;
+  /** Membership changes that wait for the one before them: taken again once this batch is let go. */
+  again: string[];
   /** Highest log index used: the batch is released once it is applied here. */
   highest: number;
 }
@@ -70,6 +91,9 @@ function positiveInt(n: number, name: string): number {
   if (!Number.isSafeInteger(n) || n <= 0) throw new RaleError('INVALID_ARGUMENT', `pump option ${name} must be a positive integer, got ${n}`);
   return n;
 }
+
+/** Set the pump's sleeping flag (committed) before a look, or clear it after one. */
+type SleepingFlag = 'set' | 'clear';
 
 interface ProposalRow {
   id: string;
@@ -86,6 +110,8 @@ export class ProposalPump {
   /** A wake-up arrived while the loop was not sleeping (it may have been mid-look): the next sleep returns at once. */
   private poked = false;
   private lastCleanup = 0;
+  /** When the pump last looked for stale submitted rows (see takeBatch()). */
+  private lastStaleLook = 0;
   private readonly inflight = new Set<Promise<void>>();
   /** The gate's connection (kept while the pump runs), whether it holds the gate, and its queue of operations. */
   private gateClient: pg.PoolClient | null = null;
@@ -94,6 +120,8 @@ export class ProposalPump {
   private gateCycleWanted = false;
   private gateBusy = false;
   private gateChain: Promise<void> = Promise.resolve();
+  /** The next batch's number (see BATCH_LOCK_CLASS); random at start, so that a restart rarely reuses a live number. */
+  private nextBatch = randomInt(1, MAX_BATCH_NUMBER);
   /** Proposals moved into Raft since start (for metrics). */
   submitted = 0;
 
@@ -150,7 +178,12 @@ export class ProposalPump {
   }
 
   private async run(): Promise<void> {
-    const { pool } = this.options;
+    // Round trips are what a proposal pays for on a small machine (every one
+    // wakes a process), so the idle path folds the sleeping flag into the
+    // looks: at one client a proposal costs three of the pump's round trips
+    // besides its own batch (take and clear the flag; set the flag and look;
+    // look again), where it cost six.
+    let taken = 0;
     while (this.running) {
       try {
         if (this.inflight.size >= this.options.maxInflightBatches) {
@@ -158,33 +191,38 @@ export class ProposalPump {
           await Promise.race(this.inflight);
           continue;
         }
-        if (await this.takeAndSubmit()) {
-          this.gateCycle();
-          await this.maybeCleanup();
-          continue;
+        // Busy: look again at once, unless the last batch was a lone proposal
+        // or two (light load: go to the idle path, which looks too).
+        if (taken > SMALL_BATCH) {
+          taken = await this.takeAndSubmit();
+          if (taken > 0) {
+            this.gateCycle();
+            await this.maybeCleanup();
+            continue;
+          }
         }
-        // Idle: say so, look once more (a proposer may have read the flag just
-        // before it was set, and not notified), then wait for a wake-up.
-        await pool.query('UPDATE rale.pump SET sleeping = true');
-        let found = await this.takeAndSubmit();
-        if (!found) {
+        // Idle: set the flag and look once more in one round trip (a proposer
+        // may have read the flag just before it was set, and not notified).
+        taken = await this.takeAndSubmit('set');
+        if (taken === 0) {
           // Proposers read the flag at their commit (a deferred trigger): one
           // that read it just before it was set may commit just after the look
           // above. One more look shortly after covers that instant.
           await this.sleep(RECHECK_MS);
-          if (this.running) found = await this.takeAndSubmit();
+          if (this.running) taken = await this.takeAndSubmit();
         }
-        if (!found) {
-          await this.sleep(this.options.idleWaitMs);
-          // Woken (or timed out): take what came first, clear the flag after.
-          // Until it is cleared proposers still notify, which only pokes us.
-          if (this.running) found = await this.takeAndSubmit();
-        }
-        if (found) this.gateCycle();
-        await pool.query('UPDATE rale.pump SET sleeping = false');
+        if (taken === 0) await this.sleep(this.options.idleWaitMs);
+        if (!this.running) break;
+        // Woken, timed out, or found rows: take what is there and clear the
+        // flag, in one round trip. Until it is cleared proposers still notify,
+        // which only pokes us.
+        const more = await this.takeAndSubmit('clear');
+        if (taken > 0 || more > 0) this.gateCycle();
+        taken += more;
         await this.maybeCleanup();
       } catch (err) {
         this.gateOpen();
+        taken = 0;
         if (!this.running) break;
         this.options.onError?.(err as Error);
         await this.sleep(isRaleError(err) ? 50 : 500); // no leader yet, or the database is away
@@ -194,62 +232,98 @@ export class ProposalPump {
   }
 
   /**
-   * Takes one batch in a transaction, hands it to Raft, and leaves the
-   * transaction open (its row locks are what rale.wait blocks on) until the
-   * batch is applied here. Returns false when there was nothing to take.
+   * Takes one batch (rows marked `submitted` under a new batch number, its
+   * lock held by this connection), hands it to Raft, and leaves the lock
+   * held until the batch is applied here. `flag` sets or clears the
+   * sleeping flag in the same round trip (see takeBatch()). Returns how many
+   * rows it took.
    */
-  private async takeAndSubmit(): Promise<boolean> {
+  private async takeAndSubmit(flag?: SleepingFlag): Promise<number> {
     const connectFrom = tracing ? performance.now() : 0;
     const client = await this.options.pool.connect();
     if (tracing) span('pump.connect', performance.now() - connectFrom);
-    let submitted: Submitted;
+    const batch = this.nextBatch;
+    this.nextBatch = batch >= MAX_BATCH_NUMBER ? 1 : batch + 1;
+    let rows: ProposalRow[];
     try {
       const takeFrom = tracing ? performance.now() : 0;
-      const rows = await this.takeBatch(client);
+      rows = await this.takeBatch(client, batch, flag);
       if (tracing) span(rows.length > 0 ? 'pump.take' : 'pump.takeEmpty', performance.now() - takeFrom, rows.length);
-      if (rows.length === 0) {
-        await client.query('COMMIT');
-        client.release();
-        return false;
-      }
-      submitted = await this.submit(rows);
     } catch (err) {
-      // Entries may already be in Raft: the rows stay pending and are
-      // resubmitted, which the results table makes harmless.
-      await client.query('ROLLBACK').catch(() => {});
-      client.release();
+      // Whether the take committed is unknown: drop the session, and the batch's lock with it.
+      client.release(err as Error);
       throw err;
     }
-    // The holder owns the transaction and the connection from here on: it
-    // records the submission and keeps the row locks until the batch is
-    // applied here, while this loop goes on taking the next batch.
-    const held = this.holdUntilApplied(client, submitted);
+    if (rows.length === 0) {
+      client.release(); // no rows, no lock taken
+      return 0;
+    }
+    let submitted: Submitted;
+    try {
+      submitted = await this.submit(rows);
+    } catch (err) {
+      // Not all of the batch reached Raft: put it back for the next round.
+      // Entries that did reach Raft are made harmless by the results table.
+      await this.putBack(client, batch, rows.map((r) => r.id))
+        .then(() => this.letGo(client, batch))
+        .catch((failure: unknown) => client.release(failure as Error));
+      throw err;
+    }
+    // The holder owns the connection (and the batch's lock) from here on: it
+    // records the submission and lets the batch go once it is applied here,
+    // while this loop goes on taking the next batch.
+    const held = this.holdUntilApplied(client, batch, submitted);
     this.inflight.add(held);
     void held.finally(() => this.inflight.delete(held));
-    return true;
+    return rows.length;
   }
 
-  private holdUntilApplied(client: pg.PoolClient, submitted: Submitted): Promise<void> {
+  private holdUntilApplied(client: pg.PoolClient, batch: number, submitted: Submitted): Promise<void> {
     return (async () => {
       try {
         const from = tracing ? performance.now() : 0;
-        await this.record(client, submitted);
+        await this.recordRejected(client, batch, submitted.rejected);
         const recorded = tracing ? performance.now() : 0;
         if (submitted.highest > 0) await this.options.node.waitApplied(submitted.highest, this.options.resubmitAfterMs).catch(() => {});
         const applied = tracing ? performance.now() : 0;
-        await client.query('COMMIT');
+        if (submitted.again.length > 0) {
+          // Membership changes that wait for the one before them: taken again
+          // once this batch is applied, or after a pause (not in a tight loop).
+          if (submitted.highest === 0) await new Promise((resolve) => setTimeout(resolve, AGAIN_PAUSE_MS));
+          await this.putBack(client, batch, submitted.again);
+        }
+        await this.letGo(client, batch, submitted.done);
         if (tracing) {
-          span('pump.record', recorded - from, submitted.done.length);
+          span('pump.recordRejected', recorded - from, submitted.rejected.length);
           span('pump.waitApplied', applied - recorded, submitted.done.length);
-          span('pump.commit', performance.now() - applied, submitted.done.length);
+          span('pump.release', performance.now() - applied, submitted.done.length);
         }
       } catch (err) {
         this.options.onError?.(err as Error);
-        await client.query('ROLLBACK').catch(() => {});
-      } finally {
-        client.release();
+        client.release(err as Error); // the session ends, and the batch's lock with it
       }
     })();
+  }
+
+  /**
+   * Records where the batch's proposals went in the log (for rale.outcome_of
+   * and DBAs), releases the batch's lock (its waiters wake: their results are
+   * committed by now) and the connection, in one round trip. On failure the
+   * connection is dropped, which releases the lock too.
+   */
+  private async letGo(client: pg.PoolClient, batch: number, done: Submitted['done'] = []): Promise<void> {
+    try {
+      await client.query('SELECT rale.pump_let_go($1, $2::uuid[], $3::bigint[], $4::bigint[])', [batch, done.map((d) => d.id), done.map((d) => d.index), done.map((d) => d.term)]);
+    } catch (err) {
+      client.release(err as Error);
+      throw err;
+    }
+    client.release();
+  }
+
+  /** Rows of a batch that did not (all) reach Raft become pending again. */
+  private async putBack(client: pg.PoolClient, batch: number, ids: string[]): Promise<void> {
+    await client.query(`UPDATE rale.proposals SET state = 'pending', batch = NULL WHERE id = ANY($1::uuid[]) AND batch = $2 AND state = 'submitted'`, [ids, batch]);
   }
 
   /** The gate is wanted held (see gateKick()): the pump runs and takes rows again soon. */
@@ -363,40 +437,39 @@ export class ProposalPump {
   }
 
   /**
-   * Opens the batch's transaction and takes the batch, in one round trip.
-   * The transaction commits asynchronously: it only records that rows were
-   * handed to Raft (a lost commit makes them pending again, and resubmitting
-   * is harmless), and its commit is on the path that wakes rale.wait.
+   * Takes a batch in one round trip and one transaction: marks up to
+   * batchSize rows `submitted` under the number `batch`, takes the batch's
+   * session lock when there is at least one row (before the commit that
+   * makes the number visible to waiters), and commits. The transaction
+   * commits asynchronously (the pump pool's setting): it only records that
+   * rows were handed to Raft; a lost commit makes them pending again, and
+   * resubmitting is harmless.
    */
-  private async takeBatch(client: pg.PoolClient): Promise<ProposalRow[]> {
-    // SKIP LOCKED: rows of batches still in flight are locked by their holders.
-    // One simple-protocol query (three statements, one round trip): the two
-    // numbers are validated integers, inlined as literals.
+  private async takeBatch(client: pg.PoolClient, batch: number, flag?: SleepingFlag): Promise<ProposalRow[]> {
     // Every wake-up so far concerns rows committed before this look: it sees them.
     this.poked = false;
     const limit = positiveInt(this.options.batchSize, 'batchSize');
     const resubmitMs = positiveInt(this.options.resubmitAfterMs, 'resubmitAfterMs');
-    // Locks: rows are picked FOR SHARE SKIP LOCKED, which skips rows other
-    // batches hold (FOR UPDATE) but not a row a rale.wait is probing (it
-    // takes FOR SHARE for an instant: skipping it would hide the proposal
-    // until the pump's idle timeout); the picked rows are then locked FOR
-    // UPDATE (waiting out such a probe), which waiters block on until the
-    // batch is applied here. Only this loop picks rows, one look at a time,
-    // so two picks never share a row.
-    const results = (await client.query(
-      `BEGIN; SET LOCAL synchronous_commit = off;
-       WITH picked AS (
-         SELECT id FROM rale.proposals p
-         WHERE state = 'pending'
-            OR (state = 'submitted' AND submitted_at < clock_timestamp() - make_interval(secs => ${resubmitMs} / 1000.0)
-                AND NOT EXISTS (SELECT 1 FROM rale.results r WHERE r.proposal_id = p.id::text))
-         ORDER BY created_at LIMIT ${limit}
-         FOR SHARE SKIP LOCKED)
-       SELECT p.id, p.command, p.kind FROM rale.proposals p JOIN picked USING (id)
-       ORDER BY p.created_at
-       FOR UPDATE OF p`,
-    )) as unknown as Array<pg.QueryResult<ProposalRow>>;
-    return results[2]?.rows ?? [];
+    if (!Number.isInteger(batch) || batch < 1 || batch > MAX_BATCH_NUMBER) throw new RaleError('INVALID_ARGUMENT', `pump batch number must be 1..${MAX_BATCH_NUMBER}, got ${batch}`);
+    // rale.pump_take (0005_batch_wait.sql): the statement lives in plpgsql,
+    // which keeps its plan (sent as text it was planned on every look). The
+    // three numbers are validated integers, inlined: the call may share a
+    // simple-protocol round trip with the flag's statements.
+    // Submitted rows with no result after resubmitAfterMs are looked for at
+    // most every resubmitAfterMs / 4 (the look scans the outbox; pending
+    // rows alone are found through their index).
+    const now = Date.now();
+    const lookForStale = now - this.lastStaleLook >= resubmitMs / 4;
+    if (lookForStale) this.lastStaleLook = now;
+    const take = `SELECT id, command, kind FROM rale.pump_take(${batch}, ${limit}, ${lookForStale ? resubmitMs : 'NULL'})`;
+    // The flag in the same round trip (simple protocol, several statements):
+    // set, it is committed before the look starts (its own transaction), so
+    // a proposer that commits after the look reads it set and notifies;
+    // cleared, after the look, in the look's transaction.
+    if (flag === undefined) return (await client.query<ProposalRow>(take)).rows;
+    const text = flag === 'set' ? `BEGIN; UPDATE rale.pump SET sleeping = true; COMMIT; ${take}` : `${take}; UPDATE rale.pump SET sleeping = false`;
+    const results = (await client.query(text)) as unknown as Array<pg.QueryResult<ProposalRow>>;
+    return results[flag === 'set' ? 3 : 0]?.rows ?? [];
   }
 
   /** Hands rows to Raft. Returns what to record in the batch's transaction. */
@@ -405,6 +478,7 @@ export class ProposalPump {
     const commands = rows.filter((r) => r.kind === 'command');
     const done: Array<{ id: string; index: number; term: number }> = [];
     const rejected: Array<{ id: string; error: string }> = [];
+    const again: string[] = [];
     if (commands.length > 0) {
       const positions = await node.submit(commands.map((r) => encodeCommand({ id: r.id, command: r.command })));
       commands.forEach((r, k) => done.push({ id: r.id, index: positions[k]?.index ?? 0, term: positions[k]?.term ?? 0 }));
@@ -415,29 +489,21 @@ export class ProposalPump {
         done.push({ id: r.id, ...position });
       } catch (err) {
         if (isRaleError(err, 'INVALID_CONFIG_CHANGE') || isRaleError(err, 'INVALID_ARGUMENT')) rejected.push({ id: r.id, error: (err as RaleError).message });
-        else if (!isRaleError(err, 'CONFIG_CHANGE_PENDING')) throw err;
-        // CONFIG_CHANGE_PENDING: stays pending, tried again next round.
+        else if (isRaleError(err, 'CONFIG_CHANGE_PENDING')) again.push(r.id);
+        else throw err;
       }
     }
     this.submitted += done.length;
-    return { done, rejected, highest: Math.max(0, ...done.map((d) => d.index)) };
+    return { done, rejected, again, highest: Math.max(0, ...done.map((d) => d.index)) };
   }
 
-  /** Records in the batch's transaction which rows went into Raft (at which position) and which Raft refused. */
-  private async record(client: pg.PoolClient, { done, rejected }: Submitted): Promise<void> {
-    if (done.length > 0) {
-      await client.query(
-        `UPDATE rale.proposals p SET state = 'submitted', submitted_at = clock_timestamp(), attempts = attempts + 1, index = u.index, term = u.term
-         FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, index, term) WHERE p.id = u.id`,
-        [done.map((d) => d.id), done.map((d) => d.index), done.map((d) => d.term)],
-      );
-    }
-    if (rejected.length > 0) {
-      await client.query(
-        `UPDATE rale.proposals p SET state = 'rejected', error = u.error FROM unnest($1::uuid[], $2::text[]) AS u(id, error) WHERE p.id = u.id`,
-        [rejected.map((d) => d.id), rejected.map((d) => d.error)],
-      );
-    }
+  /** Records the rows Raft refused (before the batch is let go, so that their waiters find the error). */
+  private async recordRejected(client: pg.PoolClient, batch: number, rejected: Submitted['rejected']): Promise<void> {
+    if (rejected.length === 0) return;
+    await client.query(
+      `UPDATE rale.proposals p SET state = 'rejected', error = u.error FROM unnest($1::uuid[], $2::text[]) AS u(id, error) WHERE p.id = u.id AND p.batch = $3`,
+      [rejected.map((d) => d.id), rejected.map((d) => d.error), batch],
+    );
   }
 
   /** Drops outbox rows whose result is recorded (at most once a second). */
