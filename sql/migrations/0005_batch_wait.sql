@@ -504,6 +504,91 @@ BEGIN
 END
 $$;
 
+-------------------------------------------------------------------------------
+-- rale.check_command, on every proposal's path: the same checks and errors as
+-- 0004_hardening.sql, cheaper. The command is printed as text once (it was
+-- printed twice), the depth check runs only on texts with enough brackets to
+-- be that deep, and the size limit is read without a nested SECURITY DEFINER call.
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION rale.check_command(command jsonb) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, rale AS $$
+DECLARE
+    op        text;
+    size      integer;
+    max_bytes integer;
+    n         jsonb;
+    exact     boolean;
+    txt       text;
+BEGIN
+    IF command IS NULL OR jsonb_typeof(command) <> 'object' THEN
+        RAISE EXCEPTION 'rale: a command must be a JSON object, got %', coalesce(jsonb_typeof(command), 'NULL')
+            USING ERRCODE = '22023',
+                  HINT = 'Pass e.g. ''{"op":"set","key":"k","value":1}'' or ''{"op":"call","handler":"name","payload":{}}''.';
+    END IF;
+    max_bytes := coalesce((SELECT s.value::integer FROM rale.settings s WHERE s.key = 'max_command_bytes'), 65536);
+    txt := command::text;
+    size := octet_length(txt);
+    IF size > max_bytes THEN
+        RAISE EXCEPTION 'rale: the command is % bytes, above the limit of % bytes', size, max_bytes
+            USING ERRCODE = '54000',
+                  HINT = 'Store large data elsewhere and propose a reference, or raise the max_command_bytes setting.';
+    END IF;
+    -- Level 0 is the command itself; a value at level 101 sits inside 101 nested objects or arrays.
+    -- (101 levels need 101 opening brackets: a text with fewer "[" and "{",
+    -- counting those inside strings too, cannot be that deep.)
+    IF length(txt) - length(translate(txt, '[{', '')) >= 101 AND jsonb_path_exists(command, 'strict $.**{101}') THEN
+        RAISE EXCEPTION 'rale: the command is nested deeper than 100 levels of objects and arrays'
+            USING ERRCODE = '22023', HINT = 'Flatten the value, or store it as a JSON string.';
+    END IF;
+    -- Only a number printed with 16 or more digits can be inexact as a 64-bit float: check those.
+    IF txt ~ '[0-9]{16}' THEN
+        FOR n IN SELECT v FROM jsonb_path_query(command, 'strict $.** ? (@.type() == "number")') AS v LOOP
+            BEGIN
+                exact := (n::text::float8)::text::numeric = n::text::numeric;
+            EXCEPTION WHEN numeric_value_out_of_range THEN
+                exact := false;
+            END;
+            IF NOT exact THEN
+                RAISE EXCEPTION 'rale: the number % cannot be carried exactly (rale reads commands as 64-bit floating point numbers)', left(n::text, 40)
+                    USING ERRCODE = '22023', HINT = 'Send large or very precise numbers as JSON strings.';
+            END IF;
+        END LOOP;
+    END IF;
+    op := command->>'op';
+    IF op IS NULL THEN
+        RAISE EXCEPTION 'rale: the command has no "op" field'
+            USING ERRCODE = '22023', HINT = 'Use one of: set, delete, cas, call.';
+    ELSIF op IN ('set', 'delete', 'cas') THEN
+        IF jsonb_typeof(command->'key') IS DISTINCT FROM 'string' OR length(command->>'key') = 0 THEN
+            RAISE EXCEPTION 'rale: "%" needs a non-empty string "key"', op USING ERRCODE = '22023';
+        END IF;
+        IF octet_length(command->>'key') > 1024 THEN
+            RAISE EXCEPTION 'rale: the key is % bytes long, above the limit of 1024 bytes', octet_length(command->>'key')
+                USING ERRCODE = '22023', HINT = 'Use a shorter key (e.g. a hash of the long one).';
+        END IF;
+        IF op IN ('set', 'cas') AND NOT command ? 'value' THEN
+            RAISE EXCEPTION 'rale: "%" needs a "value"', op USING ERRCODE = '22023';
+        END IF;
+        IF op = 'cas' AND NOT command ? 'expected' THEN
+            RAISE EXCEPTION 'rale: "cas" needs an "expected" value (null for "absent")' USING ERRCODE = '22023';
+        END IF;
+    ELSIF op = 'call' THEN
+        IF jsonb_typeof(command->'handler') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'rale: "call" needs a string "handler"' USING ERRCODE = '22023';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM rale.handlers WHERE name = command->>'handler') THEN
+            RAISE EXCEPTION 'rale: no handler is registered under the name "%"', left(command->>'handler', 100)
+                USING ERRCODE = '42883',
+                      HINT = 'List handlers with SELECT * FROM rale.handlers; an admin registers one with rale.register_handler(name, function).';
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'rale: unknown command op "%"', left(op, 100)
+            USING ERRCODE = '22023', HINT = 'Use one of: set, delete, cas, call.';
+    END IF;
+END
+$$;
+
 REVOKE ALL ON FUNCTION rale.pump_take(integer, integer, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rale.pump_let_go(integer, uuid[], bigint[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rale.apply_kv_run(integer[], text[], text[], jsonb[], bigint[]) FROM PUBLIC;
