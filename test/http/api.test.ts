@@ -290,6 +290,11 @@ test.serial('metrics: Prometheus text with term, role, indexes, proposals, elect
   t.is(types.get('rale_term'), 'gauge');
   t.is(samples.get('rale_term'), status.term);
   t.is(samples.get('rale_up'), 1);
+  // The process's own memory (this test runs the nodes in its own process).
+  t.is(types.get('process_resident_memory_bytes'), 'gauge');
+  t.true(samples.get('process_resident_memory_bytes')! > 10 * 1024 * 1024);
+  t.true(samples.get('nodejs_heap_size_used_bytes')! > 0 && samples.get('nodejs_heap_size_used_bytes')! <= samples.get('nodejs_heap_size_total_bytes')!);
+  t.true(samples.has('nodejs_external_memory_bytes'));
   t.is(samples.get(`rale_node_info{node_id="${leader}"}`), 1);
   t.is(samples.get('rale_role{role="leader"}'), 1);
   t.is(samples.get('rale_role{role="follower"}'), 0);

@@ -179,6 +179,12 @@ export class ApiMetrics {
         followers.map(([id, p]) => [{ follower: id }, p.recentlyActive ? 1 : 0]),
       );
     }
+    // The sidecar's own memory, under the names Prometheus client libraries use.
+    const memory = process.memoryUsage();
+    gauge('process_resident_memory_bytes', 'Resident memory of the sidecar process, in bytes.', [[{}, memory.rss]]);
+    gauge('nodejs_heap_size_total_bytes', 'V8 heap size of the sidecar, in bytes.', [[{}, memory.heapTotal]]);
+    gauge('nodejs_heap_size_used_bytes', 'V8 heap in use by the sidecar, in bytes.', [[{}, memory.heapUsed]]);
+    gauge('nodejs_external_memory_bytes', 'Memory of C++ objects bound to JavaScript objects (buffers), in bytes.', [[{}, memory.external]]);
     for (const metric of [this.proposalsSubmitted, this.proposalsFailed, this.entriesApplied, this.elections, this.leaderChanges, this.requests]) {
       lines.push(...metric.render());
     }
