@@ -186,17 +186,19 @@ BEGIN
 END
 $$;
 
--- The pump's let-go (pump.ts): records where the batch's proposals went in
--- the log, and releases the batch's lock, which wakes its waiters.
+-- The pump's let-go (pump.ts): releases the batch's lock, which wakes its
+-- waiters (their results are committed: the batch was applied here), then
+-- records where the batch's proposals went in the log (for outcome_of's
+-- 'committed' and for DBAs; waiters do not need it, so it comes second).
 CREATE FUNCTION rale.pump_let_go(p_batch integer, p_ids uuid[], p_index bigint[], p_term bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pg_advisory_unlock(1918987362, p_batch);
     IF coalesce(cardinality(p_ids), 0) > 0 THEN
         UPDATE rale.proposals p SET index = u.index, term = u.term
         FROM unnest(p_ids, p_index, p_term) AS u(id, index, term)
         WHERE p.id = u.id AND p.batch = p_batch;
     END IF;
-    PERFORM pg_advisory_unlock(1918987362, p_batch);
 END
 $$;
 
