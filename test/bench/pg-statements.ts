@@ -3,7 +3,7 @@
  * sql-throughput.ts (three nodes in one process, C clients running CALL
  * rale.submit on the leader for D seconds), with pg_stat_statements loaded
  * (nested statements tracked): prints each node's top statements by total
- * execution time. Not a test.
+ * execution plus planning time (printed as exec+plan ms). Not a test.
  * Run: npx tsx test/bench/pg-statements.ts [clients=64] [seconds=5] [top=12]
  */
 import fs from 'node:fs/promises';
@@ -27,7 +27,7 @@ const servers = await startPostgresCluster({
   count: 3,
   names: ids,
   persistent: false,
-  settings: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track': 'all' },
+  settings: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track': 'all', 'pg_stat_statements.track_planning': 'on' },
 });
 const network = new MemoryNetwork();
 const nodes: PgNode[] = [];
@@ -69,10 +69,11 @@ try {
     const c = new pg.Client({ connectionString: s.connectionString });
     await c.connect();
     const { rows } = await c.query(
-      `SELECT calls, round(total_exec_time::numeric, 1) AS ms, round((total_exec_time / calls * 1000)::numeric, 1) AS us_per_call,
+      `SELECT calls, round(total_exec_time::numeric, 1)::text || '+' || round(total_plan_time::numeric, 1)::text AS ms,
+              round(((total_exec_time + total_plan_time) / greatest(calls, 1) * 1000)::numeric, 1) AS us_per_call,
               regexp_replace(left(query, 90), '\\s+', ' ', 'g') AS q
        FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-       ORDER BY total_exec_time DESC LIMIT $1`,
+       ORDER BY total_exec_time + total_plan_time DESC LIMIT $1`,
       [top],
     );
     console.log(`\n${ids[k]}${nodes[k] === leader ? ' (leader)' : ''}`);
