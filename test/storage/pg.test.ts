@@ -376,3 +376,15 @@ test.serial('harness: names the folder the postgres user cannot traverse', async
   await fs.chmod(locked, 0o711);
   await t.notThrowsAsync(assertTraversable(inner, stranger));
 });
+
+test.serial('harness: RALE_PG_BIN_DIR without PostgreSQL in it is refused, naming the folder and what to do', async (t) => {
+  const module = pathToFileURL(fileURLToPath(new URL('../../sidecar/src/pg/embedded.ts', import.meta.url))).href;
+  const empty = await fs.mkdtemp(path.join(os.tmpdir(), 'rale-no-bin-'));
+  t.teardown(() => fs.rm(empty, { recursive: true, force: true }));
+  const script = `import { postgresBinaries } from ${JSON.stringify(module)};\n` + `postgresBinaries().then(() => console.log('resolved'), (err) => console.log('ERROR ' + err.message));\n`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RALE_PG_BIN_DIR: empty } });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  await new Promise((resolve) => child.once('exit', resolve));
+  t.regex(out, /^ERROR RALE_PG_BIN_DIR is .*rale-no-bin-.*, which has no initdb: point it at a folder holding PostgreSQL's initdb and postgres, or unset it/);
+});

