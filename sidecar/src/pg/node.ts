@@ -35,6 +35,8 @@ export interface PgNodeOptions extends Omit<RaftNodeOptions, 'log' | 'stateMachi
   synchronousApply?: boolean;
   /** How often node_status is refreshed while nothing changes. Default 100 ms. */
   statusEveryMs?: number;
+  /** How long a proposal handed to Raft waits for its result here before the pump resubmits it. Default 3,000 ms. */
+  resubmitAfterMs?: number;
   onError?: (err: Error, where: string) => void;
 }
 
@@ -81,7 +83,7 @@ export class PgNode {
     // The initial voters go into the log as its first entry (RaftNode does it), not into the storage's options.
     this.log = new PgLogStorage({ connection: named('log'), onIdleError: (err) => this.reportError(err, 'log') });
     this.stateMachine = new PgStateMachine({ connection: named('apply'), synchronousApply: options.synchronousApply });
-    const { connectionString: _url, synchronousApply: _sync, statusEveryMs: _every, onError: _onError, ...raftOptions } = options;
+    const { connectionString: _url, synchronousApply: _sync, statusEveryMs: _every, resubmitAfterMs, onError: _onError, ...raftOptions } = options;
     this.raft = new RaftNode({
       ...raftOptions,
       log: this.log,
@@ -93,6 +95,7 @@ export class PgNode {
     this.pump = new ProposalPump({
       pool: this.pumpPool,
       maxInflightBatches: PUMP_INFLIGHT,
+      ...(resubmitAfterMs !== undefined ? { resubmitAfterMs } : {}),
       connectionString: options.connectionString,
       applicationName: named('listen').application_name,
       node: this.raft,

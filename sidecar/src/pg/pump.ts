@@ -112,6 +112,8 @@ export class ProposalPump {
   private lastCleanup = 0;
   /** When the pump last looked for stale submitted rows (see takeBatch()). */
   private lastStaleLook = 0;
+  /** No look has succeeded since start (see takeBatch()). */
+  private firstLook = true;
   private readonly inflight = new Set<Promise<void>>();
   /** The gate's connection (kept while the pump runs), whether it holds the gate, and its queue of operations. */
   private gateClient: pg.PoolClient | null = null;
@@ -458,18 +460,27 @@ export class ProposalPump {
     // Submitted rows with no result after resubmitAfterMs are looked for at
     // most every resubmitAfterMs / 4 (the look scans the outbox; pending
     // rows alone are found through their index).
+    // The first look after start takes every submitted row with no result
+    // at once: they were handed to Raft by a previous run of the pump (a
+    // crash, a restart), and nothing in this run waits for them.
     const now = Date.now();
     const lookForStale = now - this.lastStaleLook >= resubmitMs / 4;
     if (lookForStale) this.lastStaleLook = now;
-    const take = `SELECT id, command, kind FROM rale.pump_take(${batch}, ${limit}, ${lookForStale ? resubmitMs : 'NULL'})`;
+    const staleAfterMs = this.firstLook ? 1 : lookForStale ? resubmitMs : 'NULL';
+    const take = `SELECT id, command, kind FROM rale.pump_take(${batch}, ${limit}, ${staleAfterMs})`;
     // The flag in the same round trip (simple protocol, several statements):
     // set, it is committed before the look starts (its own transaction), so
     // a proposer that commits after the look reads it set and notifies;
     // cleared, after the look, in the look's transaction.
-    if (flag === undefined) return (await client.query<ProposalRow>(take)).rows;
-    const text = flag === 'set' ? `BEGIN; UPDATE rale.pump SET sleeping = true; COMMIT; ${take}` : `${take}; UPDATE rale.pump SET sleeping = false`;
-    const results = (await client.query(text)) as unknown as Array<pg.QueryResult<ProposalRow>>;
-    return results[flag === 'set' ? 3 : 0]?.rows ?? [];
+    let rows: ProposalRow[];
+    if (flag === undefined) rows = (await client.query<ProposalRow>(take)).rows;
+    else {
+      const text = flag === 'set' ? `BEGIN; UPDATE rale.pump SET sleeping = true; COMMIT; ${take}` : `${take}; UPDATE rale.pump SET sleeping = false`;
+      const results = (await client.query(text)) as unknown as Array<pg.QueryResult<ProposalRow>>;
+      rows = results[flag === 'set' ? 3 : 0]?.rows ?? [];
+    }
+    this.firstLook = false;
+    return rows;
   }
 
   /** Hands rows to Raft. Returns what to record in the batch's transaction. */
