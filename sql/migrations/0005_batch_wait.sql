@@ -87,12 +87,14 @@ BEGIN
                 WHEN SQLSTATE 'RL000' OR lock_not_available THEN NULL;
             END;
             pause := 0.001;
-        ELSIF p.state = 'pending' THEN
-            -- Not taken yet. While all the pump's batches are in flight it
+        ELSE
+            -- Pending (not taken yet), or submitted in a batch that was let
+            -- go without a result here (the pump stopped waiting for it and
+            -- resubmits it later, or the row predates batch numbers). The pump
             -- holds the pick gate (advisory lock "rale", 3) and lets waiters
-            -- through when it takes the next batch: wait for it (shared, in
-            -- a subtransaction rolled back at once), then look again. Open
-            -- gate (the pump can take rows now, or the sidecar is down):
+            -- through each time it takes rows: wait for it (shared, in a
+            -- subtransaction rolled back at once, at most 25 ms), then look
+            -- again. Open gate (the pump is failing, or the sidecar is down):
             -- pause, backing off to 5 ms.
             gate_open := false;
             BEGIN
@@ -112,12 +114,6 @@ BEGIN
             ELSE
                 pause := 0.001;
             END IF;
-        ELSE
-            -- Submitted, and its batch already let go without a result here:
-            -- the pump stopped waiting for it (it resubmits the proposal
-            -- later), or the row predates batch numbers. Pause, backing off.
-            PERFORM pg_sleep(pause);
-            pause := least(pause * 2, 0.005);
         END IF;
     END LOOP;
 END
@@ -180,8 +176,12 @@ BEGIN
         SELECT t.id, t.command, t.kind FROM taken_rows t ORDER BY t.created_at;
     END IF;
     GET DIAGNOSTICS taken = ROW_COUNT;
-    IF taken > 0 THEN
-        PERFORM pg_advisory_lock(1918987362, p_batch);
+    -- Never waits: a number whose lock another session holds (anyone may
+    -- take advisory locks) fails the take, which rolls back; the pump
+    -- reports it and takes again under the next number.
+    IF taken > 0 AND NOT pg_try_advisory_lock(1918987362, p_batch) THEN
+        RAISE EXCEPTION 'rale.pump_take: the lock of batch % ("ralb", %) is held by another session', p_batch, p_batch
+            USING ERRCODE = '55P03', HINT = 'See pg_locks for advisory locks with classid 1918987362; rale''s own are released when their batch is applied.';
     END IF;
 END
 $$;

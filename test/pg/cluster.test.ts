@@ -332,6 +332,23 @@ test.serial('batch locks: a waiter blocks on its batch\'s advisory lock while th
       const { rows } = await db(leaderId).query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND classid = 1918987362`);
       return rows[0].n === 0;
     });
+
+    // The connection holding a batch is killed while the batch applies (a DBA's
+    // pg_terminate_backend): its lock goes with it, the waiter still gets the
+    // outcome, and the pump drops that connection once (a second release used
+    // to throw out of the holder: an unhandled rejection, which fails this test).
+    const again = client.query(`CALL rale.submit('{"op":"call","handler":"slow","payload":{"n":8}}', NULL, 15000)`);
+    const holderPid = await waitFor('a pump connection holding the batch', async () => {
+      const { rows } = await db(leaderId).query<{ pid: number }>(
+        `SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+         WHERE l.locktype = 'advisory' AND l.classid = 1918987362 AND l.granted AND a.application_name LIKE 'rale % pump'`,
+      );
+      return rows[0]?.pid;
+    });
+    await db(leaderId).query('SELECT pg_terminate_backend($1)', [holderPid]);
+    t.regex(String((await again).rows[0].outcome), /^\(applied,\d+,\d+,"{""n"": 8}",\)$/);
+    // The pump goes on.
+    t.regex(String((await client.query(`CALL rale.submit('{"op":"set","key":"after-kill","value":1}', NULL, 15000)`)).rows[0].outcome), /^\(applied,/);
   } finally {
     client.release();
   }

@@ -66,7 +66,7 @@ export class PgNode {
     this.pool = new pg.Pool({ ...named('status'), max: 8, types: pgTypes });
     // The pump has a pool of its own: up to PUMP_INFLIGHT connections each
     // hold a batch's lock while its entries apply, plus one taking the next
-    // batch and one for its flag and cleanup. Sharing one pool of 12 with
+    // batch (with its flag and cleanup) and the pick gate's. Sharing one pool of 12 with
     // the 8 held batches starved everything else under load (measured: the
     // pump waited up to 1.4 s for a connection, the REST API's check_command
     // queued behind held batches). Everything the pump writes is recoverable

@@ -3,10 +3,11 @@
  * rale.proposals (the transactional outbox) into Raft.
  *
  * - Wake-up without a NOTIFY per proposal: while the pump is busy it loops,
- *   taking batches; only when it finds nothing does it mark itself sleeping
- *   (rale.pump, an unlogged row), look once more (closing the race with a
- *   proposer that checked the flag just before), and wait. Proposers NOTIFY
- *   only while the flag is set. Under load nobody notifies at all.
+ *   taking batches; when it finds nothing, or took only a proposal or two
+ *   (light load), it marks itself sleeping (rale.pump, an unlogged row),
+ *   looks once more (closing the race with a proposer that checked the flag
+ *   just before), and waits. Proposers NOTIFY only while the flag is set:
+ *   under load nobody notifies; at light load about one NOTIFY per batch.
  * - Exactly once: a proposal's id travels in its entry; the state machine
  *   records it in rale.results with the effects. The pump may therefore
  *   resubmit freely: after a crash, after a leader change that dropped an
@@ -65,6 +66,9 @@ const SMALL_BATCH = 2;
 /** The second look after the pump sets its sleeping flag (see run()). */
 const RECHECK_MS = 3;
 
+/** A holder lets its batch go this long before the batch's rows become stale (see holdUntilApplied()). */
+const STALE_MARGIN_MS = 250;
+
 /** How long a batch of only membership changes that must wait keeps them before they are taken again. */
 const AGAIN_PAUSE_MS = 20;
 
@@ -81,7 +85,7 @@ const GATE_LOCK_TIMEOUT_MS = 1000;
 interface Submitted {
   done: Array<{ id: string; index: number; term: number }>;
   rejected: Array<{ id: string; error: string }>;
-  /** Membership changes that wait for the one before them: taken again once this batch is let go. */
+  /** Membership changes that wait for the one before them: put back (pending) just before this batch is let go. */
   again: string[];
   /** Highest log index used: the batch is released once it is applied here. */
   highest: number;
@@ -246,6 +250,7 @@ export class ProposalPump {
     if (tracing) span('pump.connect', performance.now() - connectFrom);
     const batch = this.nextBatch;
     this.nextBatch = batch >= MAX_BATCH_NUMBER ? 1 : batch + 1;
+    const takenAt = Date.now();
     let rows: ProposalRow[];
     try {
       const takeFrom = tracing ? performance.now() : 0;
@@ -274,19 +279,22 @@ export class ProposalPump {
     // The holder owns the connection (and the batch's lock) from here on: it
     // records the submission and lets the batch go once it is applied here,
     // while this loop goes on taking the next batch.
-    const held = this.holdUntilApplied(client, batch, submitted);
+    const held = this.holdUntilApplied(client, batch, takenAt, submitted);
     this.inflight.add(held);
     void held.finally(() => this.inflight.delete(held));
     return rows.length;
   }
 
-  private holdUntilApplied(client: pg.PoolClient, batch: number, submitted: Submitted): Promise<void> {
+  private holdUntilApplied(client: pg.PoolClient, batch: number, takenAt: number, submitted: Submitted): Promise<void> {
     return (async () => {
       try {
         const from = tracing ? performance.now() : 0;
         await this.recordRejected(client, batch, submitted.rejected);
         const recorded = tracing ? performance.now() : 0;
-        if (submitted.highest > 0) await this.options.node.waitApplied(submitted.highest, this.options.resubmitAfterMs).catch(() => {});
+        // Waits at most until shortly before the rows become stale (resubmitAfterMs
+        // after the take): a stale look must not take rows whose batch is still held.
+        const waitMs = Math.max(0, takenAt + this.options.resubmitAfterMs - STALE_MARGIN_MS - Date.now());
+        if (submitted.highest > 0) await this.options.node.waitApplied(submitted.highest, waitMs).catch(() => {});
         const applied = tracing ? performance.now() : 0;
         if (submitted.again.length > 0) {
           // Membership changes that wait for the one before them: taken again
@@ -308,18 +316,15 @@ export class ProposalPump {
   }
 
   /**
-   * Records where the batch's proposals went in the log (for rale.outcome_of
-   * and DBAs), releases the batch's lock (its waiters wake: their results are
-   * committed by now) and the connection, in one round trip. On failure the
-   * connection is dropped, which releases the lock too.
+   * Releases the batch's lock (its waiters wake: their results are committed
+   * by now), records where the batch's proposals went in the log (for
+   * rale.outcome_of and DBAs), in one round trip, and returns the connection
+   * to the pool. On failure it throws and leaves the connection to the
+   * caller, which drops it (client.release(err)): the lock ends with the
+   * session. (Exactly one release per connection: pg-pool throws on a second.)
    */
   private async letGo(client: pg.PoolClient, batch: number, done: Submitted['done'] = []): Promise<void> {
-    try {
-      await client.query('SELECT rale.pump_let_go($1, $2::uuid[], $3::bigint[], $4::bigint[])', [batch, done.map((d) => d.id), done.map((d) => d.index), done.map((d) => d.term)]);
-    } catch (err) {
-      client.release(err as Error);
-      throw err;
-    }
+    await client.query('SELECT rale.pump_let_go($1, $2::uuid[], $3::bigint[], $4::bigint[])', [batch, done.map((d) => d.id), done.map((d) => d.index), done.map((d) => d.term)]);
     client.release();
   }
 
@@ -350,12 +355,13 @@ export class ProposalPump {
 
   /**
    * The pick gate: while the pump runs it holds a session advisory lock
-   * ("rale", 3) on one connection of its pool; a waiter whose row is neither
-   * applied nor locked by a batch waits for it (shared) instead of polling.
-   * After every take that found rows (their batch now holds them FOR
-   * UPDATE), the pump releases and retakes it in one statement: the waiters
-   * queued on it are granted it at the release, let it go at once and look
-   * again (those whose rows were taken now block on their row), and a waiter
+   * ("rale", 3) on one connection of its pool; a waiter whose row is not in
+   * a batch it can wait for (pending, or let go without a result) waits for
+   * it (shared) instead of polling. After every take that found rows (their
+   * batch's lock is held by then), the pump releases and retakes it in one
+   * statement: the waiters queued on it are granted it at the release, let
+   * it go at once and look again (those whose rows were taken now wait on
+   * their batch's lock), and a waiter
    * that comes after queues behind the pump's new request, until the next
    * take. It stays held while the pump sleeps until a NOTIFY (the take that
    * follows cycles it); a waiter that looked at its row just before a take
@@ -483,7 +489,7 @@ export class ProposalPump {
     return rows;
   }
 
-  /** Hands rows to Raft. Returns what to record in the batch's transaction. */
+  /** Hands rows to Raft. Returns what the batch's holder records and lets go. */
   private async submit(rows: ProposalRow[]): Promise<Submitted> {
     const { node } = this.options;
     const commands = rows.filter((r) => r.kind === 'command');
