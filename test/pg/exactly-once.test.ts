@@ -23,6 +23,11 @@ test.before(async () => {
   const db = cluster.sql.get('node1')!;
   const id = (await db.query(`SELECT rale.register_handler('bump', 'bump', '{counter}') AS id`)).rows[0].id;
   await db.query('SELECT rale.wait($1, 10000)', [id]);
+  // rale.wait answers once node1 applied the registration; proposals are checked
+  // against the handlers of the node they are made on, so wait for every node.
+  for (const nodeId of cluster.ids) {
+    await waitFor(`the handler registered on ${nodeId}`, async () => (await cluster.sql.get(nodeId)!.query(`SELECT 1 FROM rale.handlers WHERE name = 'bump'`)).rows.length > 0);
+  }
 });
 
 test.after.always(async () => {
