@@ -147,6 +147,9 @@ BEGIN
     IF p_batch IS NULL OR p_batch < 1 OR p_limit IS NULL OR p_limit < 1 OR p_stale_after_ms < 1 THEN
         RAISE EXCEPTION 'rale.pump_take: bad arguments (batch %, limit %, stale_after_ms %)', p_batch, p_limit, p_stale_after_ms USING ERRCODE = '22023';
     END IF;
+    -- Two statements, not one with `OR p_stale_after_ms IS NOT NULL AND ...`:
+    -- the cached generic plan of such a condition scans the whole outbox,
+    -- while the pending-only one uses proposals_pending.
     IF p_stale_after_ms IS NULL THEN
         RETURN QUERY
         WITH picked AS (
@@ -248,12 +251,17 @@ $$;
 -- apply_entries with fast paths: at one client every batch is one kv entry,
 -- and it went through the whole general machinery (duplicate bookkeeping
 -- over arrays, the per-entry loop, a set-based run for one row): about
--- 700 us of the server's time on each node. The general body below is the
--- one of 0003_fast_path.sql, unchanged; the fast paths come first and give
--- the same outcomes and the same rows (test/pg/apply.test.ts compares).
+-- 700 us of the server's time on each node. The function of 0003 keeps its
+-- body under a new name, rale.apply_entries_general (its grants go with it);
+-- rale.apply_entries tries the fast paths first and hands anything else to
+-- it. The fast paths give the same outcomes and rows (test/pg/apply.test.ts
+-- compares both with the per-statement reference).
 -------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION rale.apply_entries(
+ALTER FUNCTION rale.apply_entries(bigint[], bigint[], text[], text[], text[], jsonb[], jsonb[], text[], boolean)
+    RENAME TO apply_entries_general;
+
+CREATE FUNCTION rale.apply_entries(
     p_index    bigint[],
     p_term     bigint[],
     p_id       text[],
@@ -268,38 +276,18 @@ LANGUAGE plpgsql AS $$
 DECLARE
     n         integer := coalesce(cardinality(p_index), 0);
     applied   bigint;
-    prior     jsonb;
-    first_pos integer[];
-    o_status  text[];
-    o_result  jsonb[];
-    o_error   text[];
-    o_record  boolean[];
-    dup_of    integer[];
-    -- the pending run of kv set/delete commands
-    r_n       integer := 0;
-    r_pos     integer[] := '{}';
-    r_op      text[] := '{}';
-    r_key     text[] := '{}';
-    r_val     jsonb[] := '{}';
-    r_idx     bigint[] := '{}';
+    plain     boolean;
     f_pos     integer[];
     f_res     jsonb[];
-    i         integer;
-    k         integer;
-    act       text;
-    pid       text;
-    fn        text;
     res       jsonb;
     cnt       bigint;
     retention bigint;
-    plain     boolean;
 BEGIN
     IF n = 0 THEN
         RETURN;
     END IF;
     IF NOT p_sync THEN
-        -- Safe: the log is the durability point; a lost apply commit takes its
-        -- rale.applied update with it and is redone from the log (pg DESIGN).
+        -- Safe: the log is the durability point (pg DESIGN, as in the general path).
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
     SELECT a.index INTO applied FROM rale.applied a FOR UPDATE;
@@ -350,247 +338,12 @@ BEGIN
         END IF;
     END IF;
 
-    o_status := array_fill(NULL::text, ARRAY[n]);
-    o_result := array_fill(NULL::jsonb, ARRAY[n]);
-    o_error := array_fill(NULL::text, ARRAY[n]);
-    o_record := array_fill(false, ARRAY[n]);
-    dup_of := array_fill(NULL::integer, ARRAY[n]);
-
-    -- Outcomes already recorded (retries of proposals applied before).
-    -- (A join with unnest, not `= ANY (p_id)`: with the cached generic plan
-    -- the latter became a sequential scan of rale.results, 100 ms per batch
-    -- at 256 entries; unnest is estimated small and probes the primary key.)
-    SELECT coalesce(jsonb_object_agg(r.proposal_id, jsonb_build_array(r.status, r.result, r.error)), '{}')
-    INTO prior
-    FROM (SELECT DISTINCT u.id FROM unnest(p_id) AS u(id) WHERE u.id IS NOT NULL) ids
-    JOIN rale.results r ON r.proposal_id = ids.id;
-    -- For every position, the first fresh position holding the same id.
-    SELECT array_agg(x.f ORDER BY x.pos) INTO first_pos
-    FROM (SELECT u.pos, min(CASE WHEN u.idx > applied THEN u.pos END) OVER (PARTITION BY u.id) AS f
-          FROM unnest(p_id, p_index) WITH ORDINALITY AS u(id, idx, pos)) x;
-
-    FOR i IN 1..n LOOP
-        CONTINUE WHEN p_index[i] <= applied;
-        act := p_action[i];
-        pid := p_id[i];
-        IF act = 'noop' THEN
-            o_status[i] := 'ok';
-            CONTINUE;
-        ELSIF act = 'bad' THEN
-            o_status[i] := 'failed';
-            o_error[i] := p_error[i];
-            CONTINUE;
-        ELSIF act = 'config' THEN
-            o_status[i] := 'ok';
-            o_record[i] := pid IS NOT NULL AND NOT prior ? pid AND first_pos[i] = i;
-            CONTINUE;
-        END IF;
-        -- A command: applied once per proposal id.
-        IF prior ? pid THEN
-            o_status[i] := CASE WHEN prior -> pid ->> 0 = 'applied' THEN 'ok' ELSE 'failed' END;
-            IF o_status[i] = 'ok' THEN
-                o_result[i] := prior -> pid -> 1;
-            ELSE
-                o_error[i] := coalesce(prior -> pid ->> 2, 'failed');
-            END IF;
-            CONTINUE;
-        END IF;
-        IF first_pos[i] < i THEN
-            dup_of[i] := first_pos[i]; -- answered below, once the first copy's outcome is known
-            CONTINUE;
-        END IF;
-        o_record[i] := true;
-        IF act = 'fail' THEN
-            o_status[i] := 'failed';
-            o_error[i] := p_error[i];
-            CONTINUE;
-        ELSIF act IN ('set', 'delete') THEN
-            r_n := r_n + 1;
-            r_pos[r_n] := i;
-            r_op[r_n] := act;
-            r_key[r_n] := p_key[i];
-            r_val[r_n] := p_value[i];
-            r_idx[r_n] := p_index[i];
-            CONTINUE;
-        END IF;
-
-        -- Anything else may read what the run wrote: apply the run first.
-        IF r_n > 0 THEN
-            SELECT * INTO f_pos, f_res FROM rale.apply_kv_run(r_pos, r_op, r_key, r_val, r_idx);
-            FOR k IN 1..cardinality(f_pos) LOOP
-                o_status[f_pos[k]] := 'ok';
-                o_result[f_pos[k]] := f_res[k];
-            END LOOP;
-            r_n := 0; r_pos := '{}'; r_op := '{}'; r_key := '{}'; r_val := '{}'; r_idx := '{}';
-        END IF;
-
-        IF act = 'cas' THEN
-            IF p_expected[i] IS NULL THEN
-                INSERT INTO rale.kv (key, value, version) VALUES (p_key[i], p_value[i], p_index[i]) ON CONFLICT (key) DO NOTHING;
-            ELSE
-                UPDATE rale.kv SET value = p_value[i], version = p_index[i] WHERE key = p_key[i] AND value = p_expected[i];
-            END IF;
-            GET DIAGNOSTICS cnt = ROW_COUNT;
-            o_status[i] := 'ok';
-            IF cnt > 0 THEN
-                o_result[i] := '{"ok": true}';
-            ELSE
-                o_result[i] := jsonb_build_object('ok', false, 'current', (SELECT kv.value FROM rale.kv kv WHERE kv.key = p_key[i]));
-            END IF;
-        ELSIF act = 'call' THEN
-            SELECT to_regprocedure(h.function)::regproc::text INTO fn FROM rale.handlers h WHERE h.name = p_key[i];
-            IF NOT FOUND THEN
-                o_status[i] := 'failed';
-                o_error[i] := format('no handler is registered under the name "%s"', p_key[i]);
-            ELSIF fn IS NULL THEN
-                o_status[i] := 'failed';
-                o_error[i] := format('the function of handler "%s" does not exist on this node', p_key[i]);
-            ELSE
-                BEGIN
-                    -- fn is regproc output: a quoted, schema-qualified identifier.
-                    EXECUTE format('SELECT to_jsonb(%s($1::jsonb))', fn) INTO res USING p_value[i];
-                    o_status[i] := 'ok';
-                    o_result[i] := res;
-                EXCEPTION WHEN OTHERS THEN
-                    o_status[i] := 'failed';
-                    o_error[i] := SQLERRM;
-                END;
-            END IF;
-        ELSIF act = 'register' THEN
-            INSERT INTO rale.handlers (name, function, tables, registered_index)
-            VALUES (p_key[i], p_value[i] ->> 'function',
-                    ARRAY(SELECT jsonb_array_elements_text(coalesce(p_value[i] -> 'tables', '[]'))), p_index[i])
-            ON CONFLICT (name) DO UPDATE SET function = EXCLUDED.function, tables = EXCLUDED.tables, registered_index = EXCLUDED.registered_index;
-            o_status[i] := 'ok';
-            o_result[i] := jsonb_build_object('registered', p_key[i]);
-        ELSE
-            RAISE EXCEPTION 'rale.apply_entries: unknown action %', act;
-        END IF;
-    END LOOP;
-    IF r_n > 0 THEN
-        SELECT * INTO f_pos, f_res FROM rale.apply_kv_run(r_pos, r_op, r_key, r_val, r_idx);
-        FOR k IN 1..cardinality(f_pos) LOOP
-            o_status[f_pos[k]] := 'ok';
-            o_result[f_pos[k]] := f_res[k];
-        END LOOP;
-    END IF;
-    -- Later copies of an id answer with the first copy's outcome, and do nothing.
-    FOR i IN 1..n LOOP
-        IF dup_of[i] IS NOT NULL THEN
-            o_status[i] := o_status[dup_of[i]];
-            o_result[i] := o_result[dup_of[i]];
-            o_error[i] := o_error[dup_of[i]];
-        END IF;
-    END LOOP;
-
-    INSERT INTO rale.results (proposal_id, index, term, status, result, error)
-    SELECT u.id, u.idx, u.term,
-           CASE u.status WHEN 'ok' THEN 'applied' ELSE 'failed' END,
-           CASE u.status WHEN 'ok' THEN coalesce(u.result, 'null'::jsonb) END,
-           u.error
-    FROM unnest(p_id, p_index, p_term, o_status, o_result, o_error, o_record) AS u(id, idx, term, status, result, error, rec)
-    WHERE u.rec;
-
-    UPDATE rale.applied SET index = p_index[n], term = p_term[n];
-    -- Keep rale.results bounded, deterministically: every 1,000 entries, the
-    -- same rows go on every node.
-    IF applied / 1000 <> p_index[n] / 1000 THEN
-        retention := coalesce((SELECT (s.value #>> '{}')::bigint FROM rale.settings s WHERE s.key = 'results_retention_entries'), 1000000);
-        DELETE FROM rale.results r WHERE r.index < (p_index[n] / 1000) * 1000 - retention;
-    END IF;
-
-    RETURN QUERY
-    SELECT u.idx, u.status, u.result, u.error
-    FROM unnest(p_index, o_status, o_result, o_error) AS u(idx, status, result, error)
-    WHERE u.idx > applied;
-END
-$$;
-
--------------------------------------------------------------------------------
--- rale.check_command, on every proposal's path: the same checks and errors as
--- 0004_hardening.sql, cheaper. The command is printed as text once (it was
--- printed twice), the depth check runs only on texts with enough brackets to
--- be that deep, and the size limit is read without a nested SECURITY DEFINER call.
--------------------------------------------------------------------------------
-
-CREATE OR REPLACE FUNCTION rale.check_command(command jsonb) RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, rale AS $$
-DECLARE
-    op        text;
-    size      integer;
-    max_bytes integer;
-    n         jsonb;
-    exact     boolean;
-    txt       text;
-BEGIN
-    IF command IS NULL OR jsonb_typeof(command) <> 'object' THEN
-        RAISE EXCEPTION 'rale: a command must be a JSON object, got %', coalesce(jsonb_typeof(command), 'NULL')
-            USING ERRCODE = '22023',
-                  HINT = 'Pass e.g. ''{"op":"set","key":"k","value":1}'' or ''{"op":"call","handler":"name","payload":{}}''.';
-    END IF;
-    max_bytes := coalesce((SELECT s.value::integer FROM rale.settings s WHERE s.key = 'max_command_bytes'), 65536);
-    txt := command::text;
-    size := octet_length(txt);
-    IF size > max_bytes THEN
-        RAISE EXCEPTION 'rale: the command is % bytes, above the limit of % bytes', size, max_bytes
-            USING ERRCODE = '54000',
-                  HINT = 'Store large data elsewhere and propose a reference, or raise the max_command_bytes setting.';
-    END IF;
-    -- Level 0 is the command itself; a value at level 101 sits inside 101 nested objects or arrays.
-    -- (101 levels need 101 opening brackets: a text with fewer "[" and "{",
-    -- counting those inside strings too, cannot be that deep.)
-    IF length(txt) - length(translate(txt, '[{', '')) >= 101 AND jsonb_path_exists(command, 'strict $.**{101}') THEN
-        RAISE EXCEPTION 'rale: the command is nested deeper than 100 levels of objects and arrays'
-            USING ERRCODE = '22023', HINT = 'Flatten the value, or store it as a JSON string.';
-    END IF;
-    -- Only a number printed with 16 or more digits can be inexact as a 64-bit float: check those.
-    IF txt ~ '[0-9]{16}' THEN
-        FOR n IN SELECT v FROM jsonb_path_query(command, 'strict $.** ? (@.type() == "number")') AS v LOOP
-            BEGIN
-                exact := (n::text::float8)::text::numeric = n::text::numeric;
-            EXCEPTION WHEN numeric_value_out_of_range THEN
-                exact := false;
-            END;
-            IF NOT exact THEN
-                RAISE EXCEPTION 'rale: the number % cannot be carried exactly (rale reads commands as 64-bit floating point numbers)', left(n::text, 40)
-                    USING ERRCODE = '22023', HINT = 'Send large or very precise numbers as JSON strings.';
-            END IF;
-        END LOOP;
-    END IF;
-    op := command->>'op';
-    IF op IS NULL THEN
-        RAISE EXCEPTION 'rale: the command has no "op" field'
-            USING ERRCODE = '22023', HINT = 'Use one of: set, delete, cas, call.';
-    ELSIF op IN ('set', 'delete', 'cas') THEN
-        IF jsonb_typeof(command->'key') IS DISTINCT FROM 'string' OR length(command->>'key') = 0 THEN
-            RAISE EXCEPTION 'rale: "%" needs a non-empty string "key"', op USING ERRCODE = '22023';
-        END IF;
-        IF octet_length(command->>'key') > 1024 THEN
-            RAISE EXCEPTION 'rale: the key is % bytes long, above the limit of 1024 bytes', octet_length(command->>'key')
-                USING ERRCODE = '22023', HINT = 'Use a shorter key (e.g. a hash of the long one).';
-        END IF;
-        IF op IN ('set', 'cas') AND NOT command ? 'value' THEN
-            RAISE EXCEPTION 'rale: "%" needs a "value"', op USING ERRCODE = '22023';
-        END IF;
-        IF op = 'cas' AND NOT command ? 'expected' THEN
-            RAISE EXCEPTION 'rale: "cas" needs an "expected" value (null for "absent")' USING ERRCODE = '22023';
-        END IF;
-    ELSIF op = 'call' THEN
-        IF jsonb_typeof(command->'handler') IS DISTINCT FROM 'string' THEN
-            RAISE EXCEPTION 'rale: "call" needs a string "handler"' USING ERRCODE = '22023';
-        END IF;
-        IF NOT EXISTS (SELECT 1 FROM rale.handlers WHERE name = command->>'handler') THEN
-            RAISE EXCEPTION 'rale: no handler is registered under the name "%"', left(command->>'handler', 100)
-                USING ERRCODE = '42883',
-                      HINT = 'List handlers with SELECT * FROM rale.handlers; an admin registers one with rale.register_handler(name, function).';
-        END IF;
-    ELSE
-        RAISE EXCEPTION 'rale: unknown command op "%"', left(op, 100)
-            USING ERRCODE = '22023', HINT = 'Use one of: set, delete, cas, call.';
-    END IF;
+    -- Anything else: the general path (it takes the same lock again, a no-op in this transaction).
+    RETURN QUERY SELECT * FROM rale.apply_entries_general(p_index, p_term, p_id, p_action, p_key, p_value, p_expected, p_error, p_sync);
 END
 $$;
 
 REVOKE ALL ON FUNCTION rale.pump_take(integer, integer, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rale.pump_let_go(integer, uuid[], bigint[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rale.apply_kv_run(integer[], text[], text[], jsonb[], bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rale.apply_entries(bigint[], bigint[], text[], text[], text[], jsonb[], jsonb[], text[], boolean) FROM PUBLIC;
