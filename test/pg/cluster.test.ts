@@ -57,6 +57,31 @@ test.serial('proposals from SQL on any node commit and apply identically on ever
   for (const r of results) t.deepEqual(r.rows, results[0]!.rows);
 });
 
+test.serial('at light load the pump takes once per proposal: no empty looks, no flag writes between proposals', async (t) => {
+  const leader = await cluster.leader();
+  const node = cluster.nodes.get(leader.id)!;
+  const client = new pg.Client({ connectionString: cluster.servers.get(leader.id)!.connectionString });
+  await client.connect();
+  try {
+    // Warm up: the first proposal after a busy spell goes through the pump's
+    // "going quiet" path (set the flag, look, look again).
+    await client.query('CALL rale.submit($1::jsonb, NULL)', [JSON.stringify({ op: 'set', key: 'light-0', value: 0 })]);
+    const before = node.pump.looks;
+    const count = 30;
+    for (let k = 1; k <= count; k++) {
+      const { rows } = await client.query('CALL rale.submit($1::jsonb, NULL)', [JSON.stringify({ op: 'set', key: `light-${k}`, value: k })]);
+      t.is(rows[0].outcome.split(',')[0], '(applied');
+    }
+    const looks = node.pump.looks - before;
+    // One take per proposal, plus a few the idle timeout (1 s) may add; the
+    // pump used to look three times per proposal (take and clear the flag,
+    // set it and look, look again).
+    t.true(looks >= count && looks <= count + 5, `${looks} looks for ${count} proposals`);
+  } finally {
+    await client.end();
+  }
+});
+
 test.serial('a rolled-back transaction proposes nothing', async (t) => {
   const client = await db('node2').connect();
   let id = '';

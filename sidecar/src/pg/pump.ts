@@ -130,6 +130,8 @@ export class ProposalPump {
   private nextBatch = randomInt(1, MAX_BATCH_NUMBER);
   /** Proposals moved into Raft since start (for metrics). */
   submitted = 0;
+  /** Takes (looks at the outbox, empty or not) since start: what the pump costs its database. */
+  looks = 0;
 
   constructor(options: PumpOptions) {
     this.options = { batchSize: 512, resubmitAfterMs: 3000, idleWaitMs: 1000, maxInflightBatches: 8, applicationName: 'rale listen', ...options };
@@ -185,11 +187,22 @@ export class ProposalPump {
 
   private async run(): Promise<void> {
     // Round trips are what a proposal pays for on a small machine (every one
-    // wakes a process), so the idle path folds the sleeping flag into the
-    // looks: at one client a proposal costs three of the pump's round trips
-    // besides its own batch (take and clear the flag; set the flag and look;
-    // look again), where it cost six.
+    // wakes a process), so the loop has three paces:
+    // - busy (the last take found more than SMALL_BATCH rows): the sleeping
+    //   flag is clear, nobody notifies, the loop takes again at once;
+    // - going quiet (a busy take found few or none): set the flag and look in
+    //   one round trip, then look once more shortly after (a proposer may
+    //   have read the flag just before it was set, and not notified);
+    // - light (the flag is set and stays set): every proposer notifies at its
+    //   commit, so the loop sleeps until poked and takes one batch per wake-up,
+    //   with no empty look and no flag write. A large take clears the flag in
+    //   its own round trip and goes back to busy.
+    // At one client a proposal costs the pump one take (it cost three: take
+    // and clear the flag, set the flag and look, look again).
     let taken = 0;
+    // Whether rale.pump.sleeping is set (as this loop last wrote it); unknown
+    // after an error, so the next round sets it again.
+    let flagSet = false;
     while (this.running) {
       try {
         if (this.inflight.size >= this.options.maxInflightBatches) {
@@ -197,38 +210,45 @@ export class ProposalPump {
           await Promise.race(this.inflight);
           continue;
         }
-        // Busy: look again at once, unless the last batch was a lone proposal
-        // or two (light load: go to the idle path, which looks too).
+        if (flagSet) {
+          // Light: sleep until a proposer's NOTIFY (or the idle timeout, which
+          // paces the look for stale rows); a NOTIFY that came during the last
+          // take makes this return at once. After a large take, look at once
+          // (it may have stopped at batchSize with rows left, whose NOTIFYs
+          // came before it).
+          if (taken <= SMALL_BATCH) await this.sleep(this.options.idleWaitMs);
+          if (!this.running) break;
+          const clear = taken > SMALL_BATCH;
+          taken = await this.takeAndSubmit(clear ? 'clear' : undefined);
+          if (clear) flagSet = false;
+          if (taken > 0) this.gateCycle();
+          await this.maybeCleanup();
+          continue;
+        }
         if (taken > SMALL_BATCH) {
+          // Busy: look again at once.
           taken = await this.takeAndSubmit();
-          if (taken > 0) {
-            this.gateCycle();
+          if (taken > 0) this.gateCycle();
+          if (taken > SMALL_BATCH) {
             await this.maybeCleanup();
             continue;
           }
         }
-        // Idle: set the flag and look once more in one round trip (a proposer
-        // may have read the flag just before it was set, and not notified).
-        taken = await this.takeAndSubmit('set');
-        if (taken === 0) {
-          // Proposers read the flag at their commit (a deferred trigger): one
-          // that read it just before it was set may commit just after the look
-          // above. One more look shortly after covers that instant.
-          await this.sleep(RECHECK_MS);
-          if (this.running) taken = await this.takeAndSubmit();
-        }
-        if (taken === 0) await this.sleep(this.options.idleWaitMs);
-        if (!this.running) break;
-        // Woken, timed out, or found rows: take what is there and clear the
-        // flag, in one round trip. Until it is cleared proposers still notify,
-        // which only pokes us.
-        const more = await this.takeAndSubmit('clear');
-        if (taken > 0 || more > 0) this.gateCycle();
-        taken += more;
+        // Going quiet: set the flag and look once more in one round trip.
+        const found = await this.takeAndSubmit('set');
+        flagSet = true;
+        // Proposers read the flag at their commit (a deferred trigger): one
+        // that read it just before it was set may commit just after the look
+        // above. One more look shortly after covers that instant.
+        await this.sleep(RECHECK_MS);
+        const late = this.running ? await this.takeAndSubmit() : 0;
+        if (found > 0 || late > 0) this.gateCycle();
+        taken = found + late;
         await this.maybeCleanup();
       } catch (err) {
         this.gateOpen();
         taken = 0;
+        flagSet = false;
         if (!this.running) break;
         this.options.onError?.(err as Error);
         await this.sleep(isRaleError(err) ? 50 : 500); // no leader yet, or the database is away
@@ -486,6 +506,7 @@ export class ProposalPump {
       rows = results[flag === 'set' ? 3 : 0]?.rows ?? [];
     }
     this.firstLook = false;
+    this.looks++;
     return rows;
   }
 
