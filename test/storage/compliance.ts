@@ -187,6 +187,25 @@ export function logStorageCompliance(title: string, harness: StorageHarness, opt
     t.is(await s.latestSnapshot(), null);
   });
 
+  withStorage('the cluster id is absent at first, then kept across restarts and snapshots (optional methods)', async (t, s, reopen) => {
+    if (s.clusterId === undefined || s.saveClusterId === undefined) {
+      t.is(s.saveClusterId, undefined, 'a storage keeps a cluster id with both methods or with neither');
+      return;
+    }
+    t.is(await s.clusterId(), null);
+    await s.saveClusterId('0123456789abcdef');
+    t.is(await s.clusterId(), '0123456789abcdef');
+    await s.persist(batch({ entries: run(1, 3, 1) }));
+    await s.saveSnapshot(snapshot(2, 1));
+    t.is(await s.clusterId(), '0123456789abcdef', 'log writes and snapshots leave it alone');
+    await s.saveClusterId('fedcba9876543210');
+    t.is(await s.clusterId(), 'fedcba9876543210', 'saving again replaces it');
+    if (harness.reopen === undefined) return s;
+    const after = await reopen(s);
+    t.is(await after?.clusterId?.(), 'fedcba9876543210', 'it survives a restart');
+    return after;
+  });
+
   const bootstrap: ClusterConfig = { voters: ['n1', 'n2', 'n3'], learners: ['n4'] };
   withStorage(
     'the bootstrap config is reported while no snapshot is stored, then the snapshot config',

@@ -104,6 +104,8 @@ interface DurableState {
   hardState: HardState | null;
   snapshot: Snapshot | null;
   log: Entry[];
+  /** See node/cluster-id.ts. */
+  clusterId?: string | null;
 }
 
 export interface MemoryLogStorageOptions {
@@ -130,6 +132,7 @@ export class MemoryLogStorage implements LogStorage {
       hardState: this.state.hardState && { ...this.state.hardState },
       snapshot: this.state.snapshot && copySnapshot(this.state.snapshot),
       log: this.state.log.map(copyEntry),
+      clusterId: this.state.clusterId,
     };
     return copy;
   }
@@ -178,7 +181,7 @@ export class MemoryLogStorage implements LogStorage {
       log = [...log.slice(0, first.index - snapshotIndex - 1), ...fresh.map(copyEntry)];
     }
     const hardState = batch.hardState ? { ...batch.hardState } : this.state.hardState;
-    this.state = { hardState, snapshot, log };
+    this.state = { ...this.state, hardState, snapshot, log };
   }
 
   async entries(lo: number, hi: number, maxBytes: number): Promise<Entry[]> {
@@ -203,6 +206,16 @@ export class MemoryLogStorage implements LogStorage {
   async latestSnapshot(): Promise<Snapshot | null> {
     this.checkOpen();
     return this.state.snapshot && copySnapshot(this.state.snapshot);
+  }
+
+  async clusterId(): Promise<string | null> {
+    this.checkOpen();
+    return this.state.clusterId ?? null;
+  }
+
+  async saveClusterId(id: string): Promise<void> {
+    this.checkOpen();
+    this.state.clusterId = id;
   }
 
   async close(): Promise<void> {
