@@ -64,7 +64,7 @@ test('a full file validates and keeps every value', (t) => {
       databaseUrl: 'postgresql://rale:pw@db1:5432/app',
       peer: { listen: '0.0.0.0:7401', advertise: '10.0.0.1:7401', secret: 'x'.repeat(16), tls: { cert: 'node1.pem', key: pem, ca: pem, mutual: false, peerIdFromCert: false }, maxMessageBytes: 65536 },
       api: { listen: '[::1]:8401', advertise: 'https://rale1.example:8401/', token: 't'.repeat(16), bodyLimitBytes: 2048 },
-      cluster: { bootstrap: ['node1', 'node2'], peers: { node2: { peer: '10.0.0.2:7401', api: 'http://10.0.0.2:8401' }, node3: { peer: '10.0.0.3:7401' } } },
+      cluster: { bootstrap: ['node1', 'node2'], token: 'prod-eu-1', peers: { node2: { peer: '10.0.0.2:7401', api: 'http://10.0.0.2:8401' }, node3: { peer: '10.0.0.3:7401' } } },
       raft: { tickMs: 20, electionTicks: 25, heartbeatTicks: 2, snapshotEvery: 0, requestTimeoutMs: 100, synchronousApply: true },
       bridges: [{ name: 'phalanx', options: { port: 1 } }, { module: './my-bridge.js' }, { module: 'some-package' }],
       logLevel: 'debug',
@@ -77,6 +77,7 @@ test('a full file validates and keeps every value', (t) => {
   t.deepEqual(c.api.listen, { host: '::1', port: 8401 });
   t.is(c.api.advertise, 'https://rale1.example:8401', 'the trailing slash is dropped');
   t.deepEqual(c.cluster.bootstrap, ['node1', 'node2']);
+  t.is(c.cluster.token, 'prod-eu-1');
   t.deepEqual(c.cluster.peers, { node2: { peer: '10.0.0.2:7401', api: 'http://10.0.0.2:8401' }, node3: { peer: '10.0.0.3:7401' } });
   t.deepEqual(c.raft, { tickMs: 20, electionTicks: 25, heartbeatTicks: 2, snapshotEvery: 0, requestTimeoutMs: 100, synchronousApply: true });
   t.deepEqual(c.bridges, [
@@ -152,6 +153,7 @@ const SOURCES: Array<{ env: string; flag: string; text: string; read: (c: Return
   { env: 'RALE_API_ADVERTISE', flag: '--api-advertise', text: 'http://rale-7:8400', read: (c) => c.api.advertise, expected: 'http://rale-7:8400' },
   { env: 'RALE_API_TOKEN', flag: '--api-token', text: 'k'.repeat(32), read: (c) => c.api.token, expected: 'k'.repeat(32) },
   { env: 'RALE_BOOTSTRAP', flag: '--bootstrap', text: 'node1, n2 ,n3', read: (c) => c.cluster.bootstrap, expected: ['node1', 'n2', 'n3'] },
+  { env: 'RALE_CLUSTER_TOKEN', flag: '--cluster-token', text: 'prod-eu-1', read: (c) => c.cluster.token, expected: 'prod-eu-1' },
   {
     env: 'RALE_PEERS',
     flag: '--peers',
@@ -222,6 +224,9 @@ const INVALID: Array<[string, Record<string, unknown>, string, RegExp]> = [
   ['peer entry bad api', { ...base(), cluster: { peers: { node2: { peer: 'h:1', api: 'h:8400' } } } }, 'cluster.peers.node2.api', /URL/],
   ['peer entry unknown field', { ...base(), cluster: { peers: { node2: { peer: 'h:1', apiUrl: 'http://h' } } } }, 'cluster.peers.node2.apiUrl', /unknown field; the fields here are peer, api/],
   ['this node elsewhere in peers', { ...base(), cluster: { peers: { node1: { peer: '10.9.9.9:7400' } } } }, 'cluster.peers.node1.peer', /names this node \(node1\) at 10\.9\.9\.9:7400/],
+  ['cluster token empty', { ...base(), cluster: { token: '' } }, 'cluster.token', /must be a non-empty string/],
+  ['cluster token too long', { ...base(), cluster: { token: 't'.repeat(257) } }, 'cluster.token', /1 to 256 characters long, got 257/],
+  ['cluster token a number', { ...base(), cluster: { token: 7 } }, 'cluster.token', /string/],
   ['tickMs zero', { ...base(), raft: { tickMs: 0 } }, 'raft.tickMs', /integer from 1 to 10000, got number 0/],
   ['tickMs a string', { ...base(), raft: { tickMs: '50' } }, 'raft.tickMs', /must be an integer/],
   ['electionTicks not above twice heartbeat', { ...base(), raft: { electionTicks: 4, heartbeatTicks: 2 } }, 'raft.electionTicks', /more than twice raft.heartbeatTicks \(2\), got 4/],

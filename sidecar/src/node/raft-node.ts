@@ -41,6 +41,7 @@ import {
 import type { ApplyResult, LogStorage, StateMachine } from '../storage/types.ts';
 import type { Connection, Transport } from './transport.ts';
 import { encodeCommand } from './command.ts';
+import { clusterIdOf } from './cluster-id.ts';
 import { span, tracing } from './trace.ts';
 
 export interface RaftNodeOptions {
@@ -54,6 +55,14 @@ export interface RaftNodeOptions {
    * holds anything. Omit on a node that will be joined to an existing cluster.
    */
   bootstrap?: NodeId[];
+  /**
+   * Goes into the cluster id with the founding voters (node/cluster-id.ts):
+   * give clusters whose founders have the same ids different tokens, so that
+   * a node wired to the wrong one is refused. Used when founding (and when a
+   * database of an older version gets its id); ignored once the id is stored.
+   * Default ''.
+   */
+  clusterToken?: string;
   /** Known addresses of peers, for transports that need them. */
   addresses?: Record<NodeId, string>;
   /** Milliseconds per core tick. Default 100. */
@@ -115,7 +124,8 @@ const MAX_APPLIES_IN_FLIGHT = 2;
 
 /**
  * Events: 'role' (role), 'leader' (leader id or null), 'follower' / 'candidate'
- * / 'leader-elected', 'applied' (entry, result), 'error' (err), 'stopped'.
+ * / 'leader-elected', 'applied' (entry, result), 'error' (err), 'stopped',
+ * 'cluster-id' (id, 'first-entry' | 'adopted': learned after start).
  */
 export class RaftNode extends EventEmitter {
   readonly id: NodeId;
@@ -147,6 +157,8 @@ export class RaftNode extends EventEmitter {
   /** The apply pipeline: batches apply one after another, in log order, off the Ready loop. */
   private applying: Promise<void> = Promise.resolve();
   private appliesInFlight = 0;
+  /** This node's cluster id (node/cluster-id.ts); null until a node that joins hears it from a peer. */
+  private clusterIdValue: string | null = null;
 
   constructor(options: RaftNodeOptions) {
     super();
@@ -160,19 +172,27 @@ export class RaftNode extends EventEmitter {
   async start(): Promise<void> {
     if (this.core !== null) return;
     let loaded = await this.options.log.load();
+    this.clusterIdValue = (await this.options.log.clusterId?.()) ?? null;
     if (this.options.bootstrap !== undefined && isEmptyStorage(loaded)) {
       // A founding member writes the cluster's first entry: the initial
-      // voters, at index 1 of term 1, identical on every founder. Being in
-      // the log, it reaches every member that joins later; being identical,
-      // it is committed by construction.
+      // voters, at index 1 of term 1, identical on every founder (sorted, so
+      // that the order they were listed in does not matter). Being in the
+      // log, it reaches every member that joins later; being identical, it
+      // is committed by construction. Founders that were given different
+      // lists get different cluster ids, and refuse each other's calls.
+      const voters = [...new Set(this.options.bootstrap)].sort();
+      this.clusterIdValue = clusterIdOf(voters, this.options.clusterToken);
+      await this.options.log.saveClusterId?.(this.clusterIdValue);
       const first: Entry = {
         index: 1,
         term: 1,
         kind: EntryKind.Config,
-        data: encodeConfigChange({ type: 'bootstrap', voters: [...this.options.bootstrap] }),
+        data: encodeConfigChange({ type: 'bootstrap', voters }),
       };
       await this.options.log.persist({ snapshot: null, entries: [first], hardState: { term: 1, vote: null, commit: 1 } });
       loaded = await this.options.log.load();
+    } else if (this.clusterIdValue === null) {
+      await this.clusterIdFromFirstEntry(loaded);
     }
     let applied = await this.options.stateMachine.appliedIndex();
     if (applied < loaded.snapshot.index) {
@@ -188,6 +208,7 @@ export class RaftNode extends EventEmitter {
     for (const entry of loaded.configEntries) this.learnAddress(entry);
     const seed = this.options.seed ?? cryptoRandomInt(0, 2 ** 31);
     this.core = new RaftCore({ ...this.options.core, id: this.id, random: seededRandom(seed) }, state);
+    this.options.transport.bindClusterId?.({ current: () => this.clusterIdValue, adopt: (id) => this.adoptClusterId(id) });
     await this.options.transport.listen(this.id, (type, args) => this.handleCall(type, args));
     // A peer whose connection broke abruptly has likely died: if it led, campaign soon instead of after a whole election timeout.
     this.unsubscribePeerDown =
@@ -753,6 +774,39 @@ export class RaftNode extends EventEmitter {
     if (role === Role.Leader) this.emit('leader-elected', this.id);
     else if (role === Role.Follower) this.emit('follower', leader);
     else this.emit('candidate');
+  }
+
+  // ---------------------------------------------------------------- cluster identity
+
+  /** This node's cluster id (node/cluster-id.ts), or null while a node that joins has not heard it yet. */
+  get clusterId(): string | null {
+    return this.clusterIdValue;
+  }
+
+  /**
+   * A database written before cluster ids existed: the id follows from the
+   * first entry (the founding voters) while the log still holds it. When it
+   * was compacted away, the node adopts the id of the first peer that calls.
+   */
+  private async clusterIdFromFirstEntry(loaded: Omit<StorageState, 'applied'>): Promise<void> {
+    if (loaded.snapshot.index > 0 || loaded.lastIndex < 1) return;
+    const [first] = await this.options.log.entries(1, 1, Number.POSITIVE_INFINITY);
+    if (first?.index !== 1 || first.kind !== EntryKind.Config) return;
+    const change = decodeConfigChange(first.data);
+    if (change.type !== 'bootstrap') return;
+    this.clusterIdValue = clusterIdOf(change.voters, this.options.clusterToken);
+    await this.options.log.saveClusterId?.(this.clusterIdValue);
+    this.emit('cluster-id', this.clusterIdValue, 'first-entry');
+  }
+
+  /** A peer called with a cluster id and this node had none (it joined): keep it, here and in storage. */
+  private adoptClusterId(id: string): void {
+    if (this.clusterIdValue !== null || this.stopped) return;
+    this.clusterIdValue = id;
+    this.emit('cluster-id', id, 'adopted');
+    this.options.log.saveClusterId?.(id).catch((err: unknown) => {
+      if (!this.stopped) this.emit('error', new RaleError('STORAGE', `storing the cluster id ${id} failed (it is adopted again after a restart): ${(err as Error).message}`));
+    });
   }
 }
 

@@ -34,6 +34,21 @@ export interface Transport {
    * Returns the unsubscribe function.
    */
   onPeerDown?(listener: (peer: NodeId) => void): () => void;
+  /**
+   * Optional: ties the transport to the node's cluster id (node/cluster-id.ts),
+   * before listen. A transport that carries it sends it with every call and
+   * refuses calls that carry another; when the node has none yet (it joins),
+   * the first id a peer sends is handed to `adopt`.
+   */
+  bindClusterId?(binding: ClusterIdBinding): void;
+}
+
+/** What a transport needs of the node's cluster identity (see Transport.bindClusterId). */
+export interface ClusterIdBinding {
+  /** The node's cluster id, or null while it has none. */
+  current(): string | null;
+  /** A peer sent `id` while current() was null. */
+  adopt(id: string): void;
 }
 
 /**

@@ -86,6 +86,8 @@ export class SidecarTransport implements Transport {
       },
       connect: (localId, peer, address) => this.connect(localId, peer, address),
       onPeerDown: (listener) => this.base.onPeerDown(listener),
+      // The id is the same for every node this sidecar runs; the latest binding serves.
+      bindClusterId: (binding) => this.base.bindClusterId(binding),
       close: async () => {
         if (own !== null && this.handler === own) this.handler = null;
         own = null;

@@ -12,7 +12,7 @@
  *     "peer":    { "listen": "127.0.0.1:7401", "advertise": "10.0.0.1:7401",
  *                  "secret": "...", "tls": { "cert": "node1.pem", "key": "node1.key", "ca": "ca.pem", "mutual": true } },
  *     "api":     { "listen": "127.0.0.1:8401", "advertise": "http://10.0.0.1:8401", "token": "...", "bodyLimitBytes": 1048576 },
- *     "cluster": { "bootstrap": ["node1", "node2", "node3"],
+ *     "cluster": { "bootstrap": ["node1", "node2", "node3"], "token": "prod-eu-1",
  *                  "peers": { "node2": { "peer": "10.0.0.2:7401", "api": "http://10.0.0.2:8401" } } },
  *     "raft":    { "tickMs": 50, "electionTicks": 10, "heartbeatTicks": 1, "snapshotEvery": 10000, "requestTimeoutMs": 5000 },
  *     "bridges": [ { "name": "phalanx", "options": { ... } }, { "module": "./my-bridge.js" } ],
@@ -22,6 +22,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { NodeId } from '../core/types.ts';
+import { MAX_CLUSTER_TOKEN_LENGTH } from '../node/cluster-id.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -68,6 +69,8 @@ export interface SidecarConfig {
   cluster: {
     /** Voters of a brand-new cluster (this node among them); ignored once the database holds a log. */
     bootstrap?: NodeId[];
+    /** Goes into the cluster id with the founders (node/cluster-id.ts); only used when founding. */
+    token?: string;
     peers: Record<NodeId, PeerInfo>;
   };
   raft: {
@@ -123,6 +126,7 @@ export const ENVIRONMENT: Record<string, string> = {
   RALE_API_ADVERTISE: 'api.advertise',
   RALE_API_TOKEN: 'api.token',
   RALE_BOOTSTRAP: 'cluster.bootstrap',
+  RALE_CLUSTER_TOKEN: 'cluster.token',
   RALE_PEERS: 'cluster.peers',
   RALE_TICK_MS: 'raft.tickMs',
   RALE_ELECTION_TICKS: 'raft.electionTicks',
@@ -143,6 +147,7 @@ export const FLAGS: Record<string, string> = {
   '--api-advertise': 'api.advertise',
   '--api-token': 'api.token',
   '--bootstrap': 'cluster.bootstrap',
+  '--cluster-token': 'cluster.token',
   '--peers': 'cluster.peers',
   '--tick-ms': 'raft.tickMs',
   '--election-ticks': 'raft.electionTicks',
@@ -448,7 +453,11 @@ export function validateConfig(raw: Raw, baseDir = process.cwd()): SidecarConfig
   const token = str(apiRaw.token, 'api.token');
   if (token !== undefined && token.length < 16) throw new ConfigError('api.token', 'must be at least 16 characters long');
 
-  const clusterRaw = section(raw, 'cluster', ['bootstrap', 'peers']);
+  const clusterRaw = section(raw, 'cluster', ['bootstrap', 'token', 'peers']);
+  const clusterToken = str(clusterRaw.token, 'cluster.token');
+  if (clusterToken !== undefined && (clusterToken.length === 0 || clusterToken.length > MAX_CLUSTER_TOKEN_LENGTH)) {
+    throw new ConfigError('cluster.token', `must be 1 to ${MAX_CLUSTER_TOKEN_LENGTH} characters long, got ${clusterToken.length}`);
+  }
   let bootstrap: NodeId[] | undefined;
   if (clusterRaw.bootstrap !== undefined) {
     if (!Array.isArray(clusterRaw.bootstrap) || clusterRaw.bootstrap.length === 0) {
@@ -531,7 +540,7 @@ export function validateConfig(raw: Raw, baseDir = process.cwd()): SidecarConfig
       ...(token !== undefined ? { token } : {}),
       bodyLimitBytes: int(apiRaw.bodyLimitBytes, 'api.bodyLimitBytes', DEFAULTS.bodyLimitBytes, 1024, 256 * 1024 * 1024),
     },
-    cluster: { ...(bootstrap !== undefined ? { bootstrap } : {}), peers },
+    cluster: { ...(bootstrap !== undefined ? { bootstrap } : {}), ...(clusterToken !== undefined ? { token: clusterToken } : {}), peers },
     raft: {
       tickMs: int(raftRaw.tickMs, 'raft.tickMs', DEFAULTS.tickMs, 1, 10_000),
       electionTicks,

@@ -333,6 +333,7 @@ export class Sidecar {
       // Its own view of the transport: a late stop of this node cannot detach the node that replaces it.
       transport: this.transport.forNode(),
       ...(config.cluster.bootstrap !== undefined ? { bootstrap: config.cluster.bootstrap } : {}),
+      ...(config.cluster.token !== undefined ? { clusterToken: config.cluster.token } : {}),
       addresses,
       tickMs: config.raft.tickMs,
       core: {
@@ -358,6 +359,9 @@ export class Sidecar {
       log.info('raft', leader === null ? 'no leader known' : `leader is ${leader}`, { term: safeTerm(node) });
       if (leader !== null && leader !== this.id && this.config.cluster.peers[leader]?.api === undefined) this.learnedApiUrl(leader);
     });
+    node.raft.on('cluster-id', (id: string, how: string) =>
+      log.info('raft', how === 'adopted' ? `joined cluster ${id} (the id a peer presented)` : `cluster id is ${id} (derived from the log's first entry)`, { cluster_id: id }),
+    );
     node.raft.once('stopped', () => {
       if (this.backend.node === node && !this.stopRequested) this.recover(node, 'the Raft node stopped (its storage failed)');
     });
@@ -366,7 +370,7 @@ export class Sidecar {
     this.currentMembers(); // what its log says the members are: from now on a removed one is refused
     this.state = 'running';
     const s = node.raft.status();
-    log.info('raft', `node started at term ${s.term}`, { commit: s.commit, applied: s.applied, last_index: s.lastIndex, members: [...s.config.voters, ...s.config.learners].join(',') || '(none yet)' });
+    log.info('raft', `node started at term ${s.term}`, { cluster_id: node.raft.clusterId ?? '(none yet: it joins)', commit: s.commit, applied: s.applied, last_index: s.lastIndex, members: [...s.config.voters, ...s.config.learners].join(',') || '(none yet)' });
   }
 
   private async pingDatabase(): Promise<void> {

@@ -1,6 +1,7 @@
 /**
  * LogStorage in PostgreSQL: the tables of sql/migrations/0001_core.sql
- * (rale.log_entries, rale.hard_state, rale.snapshot). The schema must have
+ * (rale.log_entries, rale.hard_state, rale.snapshot) and 0006_cluster_id.sql
+ * (rale.cluster_identity). The schema must have
  * been migrated first (sidecar/src/pg/migrate.ts; the sidecar does it on
  * start).
  *
@@ -42,6 +43,7 @@ const T = {
   log: `${SCHEMA}.log_entries`,
   hardState: `${SCHEMA}.hard_state`,
   snapshot: `${SCHEMA}.snapshot`,
+  clusterIdentity: `${SCHEMA}.cluster_identity`,
 };
 
 // Statements run often are named: each connection parses and plans them
@@ -326,6 +328,25 @@ export class PgLogStorage implements LogStorage {
       .catch((err: unknown) => Promise.reject(explain(err)));
     const row = rows[0];
     return row ? { meta: { index: row.index, term: row.term, config: toConfig(row.config) }, data: row.data } : null;
+  }
+
+  async clusterId(): Promise<string | null> {
+    this.checkOpen();
+    const { rows } = await this.pool.query<{ cluster_id: string }>(`SELECT cluster_id FROM ${T.clusterIdentity}`).catch((err: unknown) => Promise.reject(explain(err)));
+    return rows[0]?.cluster_id ?? null;
+  }
+
+  /** Stores the cluster id (one row, replaced), committed synchronously like every write here. */
+  async saveClusterId(id: string): Promise<void> {
+    await this.write(() =>
+      this.pool
+        .query(
+          `INSERT INTO ${T.clusterIdentity} (id, cluster_id) VALUES (true, $1) ` +
+            `ON CONFLICT (id) DO UPDATE SET cluster_id = excluded.cluster_id, recorded_at = clock_timestamp()`,
+          [id],
+        )
+        .catch((err: unknown) => Promise.reject(explain(err))),
+    );
   }
 
   /** Waits for queued writes, then closes the pool. Idempotent. */

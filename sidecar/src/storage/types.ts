@@ -42,6 +42,10 @@ export interface LogStorage {
   saveSnapshot(snapshot: Snapshot): Promise<void>;
   /** The latest stored snapshot (from saveSnapshot or an installed one), or null. */
   latestSnapshot(): Promise<Snapshot | null>;
+  /** Optional: the cluster id stored with the log (node/cluster-id.ts), or null when none is. */
+  clusterId?(): Promise<string | null>;
+  /** Optional: stores the cluster id, durably, replacing any. */
+  saveClusterId?(id: string): Promise<void>;
   close(): Promise<void>;
 }
 

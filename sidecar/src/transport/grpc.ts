@@ -15,7 +15,8 @@ import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { RaleError } from '../errors.ts';
 import type { Message, NodeId } from '../core/types.ts';
-import type { Connection, InvokeHandler, Transport } from '../node/transport.ts';
+import type { ClusterIdBinding, Connection, InvokeHandler, Transport } from '../node/transport.ts';
+import { isClusterId } from '../node/cluster-id.ts';
 import { PeerLink, type LogFn } from './peer-link.ts';
 import { checkRaftBatch } from './validate.ts';
 import {
@@ -91,7 +92,7 @@ export interface GrpcTransportOptions {
 }
 
 export interface SecurityEvent {
-  kind: 'unauthenticated' | 'permission-denied' | 'sender-mismatch';
+  kind: 'unauthenticated' | 'permission-denied' | 'sender-mismatch' | 'cluster-mismatch';
   /** The gRPC method path. */
   method: string;
   /** The caller's address as gRPC reports it (ip:port). */
@@ -186,6 +187,8 @@ export class GrpcTransport implements Transport {
   private handler: InvokeHandler | null = null;
   private closed = false;
   private readonly links = new Set<PeerLink>();
+  /** The node's cluster id (see bindClusterId), if the node gave it. */
+  private clusterBinding: ClusterIdBinding | null = null;
   private readonly peerDownListeners = new Set<(peer: NodeId) => void>();
   private readonly liveStreams = new Set<grpc.ServerDuplexStream<InFrame, OutFrame>>();
   private chunkedInProgress = 0;
@@ -321,6 +324,7 @@ export class GrpcTransport implements Transport {
       credentials: this.channelCredentials(peer),
       channelOptions: this.channelOptions(peer),
       clusterSecret: this.clusterSecret,
+      clusterId: () => this.clusterBinding?.current() ?? null,
       maxMessageBytes: this.maxMessageBytes,
       maxChunkedBytes: this.maxChunkedBytes,
       chunkBytes: this.chunkBytes,
@@ -333,6 +337,16 @@ export class GrpcTransport implements Transport {
     });
     this.links.add(link);
     return link;
+  }
+
+  /**
+   * Sends the node's cluster id with every stream and call, and refuses
+   * calls that carry another (FAILED_PRECONDITION, reported like a refused
+   * secret). A call without one (an older peer) passes; a node without one
+   * (it joins) adopts the first one a peer sends.
+   */
+  bindClusterId(binding: ClusterIdBinding): void {
+    this.clusterBinding = binding;
   }
 
   onPeerDown(listener: (peer: NodeId) => void): () => void {
@@ -466,6 +480,24 @@ export class GrpcTransport implements Transport {
     const target = first(MD.target);
     if (target !== undefined && this.localId !== null && target !== this.localId) {
       return { status: statusOf(grpc.status.FAILED_PRECONDITION, `this is node ${this.localId}, not ${target}: the caller's address book is out of date`) };
+    }
+    // Last: only a caller that passed every other check may give a joining node its id.
+    const theirCluster = first(MD.clusterId);
+    if (theirCluster !== undefined && this.clusterBinding !== null) {
+      if (!isClusterId(theirCluster)) {
+        return deny(grpc.status.INVALID_ARGUMENT, 'cluster-mismatch', `node ${claimed} sent a malformed cluster id (metadata ${MD.clusterId}: ${JSON.stringify(String(theirCluster).slice(0, 40))}; expected 16 hex digits)`);
+      }
+      const ours = this.clusterBinding.current();
+      if (ours === null) this.clusterBinding.adopt(theirCluster);
+      else if (ours !== theirCluster) {
+        return deny(
+          grpc.status.FAILED_PRECONDITION,
+          'cluster-mismatch',
+          `node ${claimed} belongs to cluster ${theirCluster}, this node (${this.localId ?? '?'}) to cluster ${ours}: ` +
+            'they were founded with different cluster.bootstrap lists or cluster.token values, or a peer address points at another cluster. ' +
+            'Check cluster.bootstrap, cluster.token and cluster.peers on both nodes (rale.cluster_id() in SQL shows a node\'s id)',
+        );
+      }
     }
     return { peerId: claimed };
   }

@@ -56,6 +56,8 @@ export interface PeerLinkOptions {
   credentials: grpc.ChannelCredentials;
   channelOptions: grpc.ChannelOptions;
   clusterSecret: string | undefined;
+  /** This node's cluster id at the time a stream or call starts (null: none yet, none sent). */
+  clusterId: () => string | null;
   maxMessageBytes: number;
   /** Largest payload sent in chunks (snapshots). */
   maxChunkedBytes: number;
@@ -115,6 +117,14 @@ export class PeerLink implements Connection {
     this.metadata.set(MD.nodeId, options.localId);
     this.metadata.set(MD.target, options.peer);
     if (options.clusterSecret !== undefined) this.metadata.set(MD.secret, options.clusterSecret);
+  }
+
+  /** The metadata of a new stream or call: rale's fixed fields and, once known, this node's cluster id. */
+  private callMetadata(): grpc.Metadata {
+    const metadata = this.metadata.clone();
+    const clusterId = this.o.clusterId();
+    if (clusterId !== null) metadata.set(MD.clusterId, clusterId);
+    return metadata;
   }
 
   /** 'idle' | 'connecting' | 'up' | 'down' | 'closed', for status pages and tests. */
@@ -210,7 +220,7 @@ export class PeerLink implements Connection {
       METHOD.raftStream,
       PEER_SERVICE.RaftStream.requestSerialize,
       PEER_SERVICE.RaftStream.responseDeserialize,
-      this.metadata.clone(),
+      this.callMetadata(),
       {},
     );
     this.stream = stream;
@@ -362,7 +372,7 @@ export class PeerLink implements Connection {
           ['type', type],
           ['args', new Packed([payload])],
         ]),
-        this.metadata.clone(),
+        this.callMetadata(),
         { deadline: Date.now() + this.o.timeoutMs },
         (err, response) => {
           this.calls.delete(call);
@@ -382,7 +392,7 @@ export class PeerLink implements Connection {
         METHOD.chunkedCall,
         PEER_SERVICE.ChunkedCall.requestSerialize,
         PEER_SERVICE.ChunkedCall.responseDeserialize,
-        this.metadata.clone(),
+        this.callMetadata(),
         { deadline },
         (err, response) => {
           finished = true;

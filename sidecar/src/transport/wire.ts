@@ -31,6 +31,8 @@ export const MD = {
   nodeId: 'rale-node-id',
   target: 'rale-target-id',
   protocol: 'rale-peer-protocol',
+  /** The caller's cluster id (node/cluster-id.ts), when it has one. */
+  clusterId: 'rale-cluster-id',
   error: 'rale-error-bin',
 } as const;
 
