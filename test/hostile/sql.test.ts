@@ -166,12 +166,15 @@ test.serial('every SQL function with hostile arguments: a clear SQLSTATE error o
       .map(([name, fn, tables]) => ['SELECT rale.register_handler($1, $2, $3)', [name, fn, tables]] as const),
     fc.uint8Array({ maxLength: 64 }).map((b) => ['SELECT rale.bytes_as_json($1)', [Buffer.from(b)]] as const),
     fc.tuple(jsonText, fc.constantFrom(0, -1, null)).map(([j, ms]) => ['CALL rale.submit($1::jsonb, NULL, $2)', [j, ms]] as const),
+    // The bulk forms (0007): arrays of hostile commands and ids, NULL elements included.
+    fc.oneof(fc.array(fc.oneof(jsonText, fc.constant(null)), { maxLength: 6 }), fc.constant(null)).map((list) => ['SELECT rale_propose_many($1::jsonb[])', [list]] as const),
+    fc.tuple(fc.oneof(fc.array(uuidish, { maxLength: 4 }), fc.constant(null)), fc.constantFrom(0, -5, null, 1)).map(([ids, ms]) => ['SELECT * FROM rale_wait_many($1::uuid[], $2)', [ids, ms]] as const),
   );
   const baseline = await connections();
   await fc.assert(
     fc.asyncProperty(call, async ([statement, values]) => {
       // Anything that may legitimately propose runs in a transaction rolled back afterwards (CALL commits by design: it gets invalid commands only).
-      const proposes = /change_membership|register_handler/.test(statement);
+      const proposes = /change_membership|register_handler|propose_many/.test(statement);
       const client = await sql.connect();
       let outcome: Outcome;
       try {
