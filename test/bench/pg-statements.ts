@@ -4,7 +4,8 @@
  * rale.submit on the leader for D seconds), with pg_stat_statements loaded
  * (nested statements tracked): prints each node's top statements by total
  * execution plus planning time (printed as exec+plan ms). Not a test.
- * Run: npx tsx test/bench/pg-statements.ts [clients=64] [seconds=5] [top=12]
+ * With per-call > 1 the clients run CALL rale.submit_many with that many commands.
+ * Run: npx tsx test/bench/pg-statements.ts [clients=64] [seconds=5] [top=12] [per-call=1]
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -18,6 +19,7 @@ import { Role } from '../../sidecar/src/core/types.ts';
 const clients = Number(process.argv[2] ?? 64);
 const seconds = Number(process.argv[3] ?? 5);
 const top = Number(process.argv[4] ?? 12);
+const perCall = Number(process.argv[5] ?? 1);
 const ids = ['node1', 'node2', 'node3'];
 const root = path.join(os.tmpdir(), `rale-pgstat-${process.pid}`);
 await fs.mkdir(root, { recursive: true, mode: 0o755 });
@@ -55,8 +57,14 @@ try {
       const client = await pool.connect();
       try {
         while (performance.now() < deadline) {
-          await client.query(`CALL rale.submit($1::jsonb, NULL)`, [JSON.stringify({ op: 'set', key: `c${c}-${n % 100}`, value: 'x'.repeat(200) })]);
-          n++;
+          if (perCall > 1) {
+            const commands = Array.from({ length: perCall }, (_, k) => JSON.stringify({ op: 'set', key: `c${c}-${(n + k) % 100}`, value: 'x'.repeat(200) }));
+            await client.query('CALL rale.submit_many($1::jsonb[], NULL)', [commands]);
+            n += perCall;
+          } else {
+            await client.query(`CALL rale.submit($1::jsonb, NULL)`, [JSON.stringify({ op: 'set', key: `c${c}-${n % 100}`, value: 'x'.repeat(200) })]);
+            n++;
+          }
         }
       } finally {
         client.release();

@@ -20,7 +20,7 @@ import { cpuPercent, cpuSnapshot, type CpuTarget } from './suite/cpu.ts';
 import { RssSampler } from './suite/memory.ts';
 import { parseOptions, USAGE, UsageError, type BenchOptions } from './suite/options.ts';
 import { markdown, median, type Form, type Measurement, type Results } from './suite/report.ts';
-import { baselineInsert, checkDurableSettings, prepareBaseline, restPropose, sqlSubmit, sqlTwoStatements, type Timing } from './suite/workloads.ts';
+import { baselineInsert, checkDurableSettings, prepareBaseline, restPropose, sqlSubmit, sqlSubmitMany, sqlTwoStatements, type Timing } from './suite/workloads.ts';
 
 const progress = (line: string) => {
   if (!interrupted()) console.error(`bench: ${line}`);
@@ -59,7 +59,7 @@ async function newResults(options: BenchOptions): Promise<Results> {
       startedAt: new Date().toISOString(),
       otherProcessesAtStart: countOtherProcesses(),
     },
-    options: { seconds: options.seconds, clients: options.clients, only: [...options.only], idleMinutes: options.idleMinutes, failoverTrials: options.failoverTrials },
+    options: { seconds: options.seconds, clients: options.clients, only: [...options.only], idleMinutes: options.idleMinutes, failoverTrials: options.failoverTrials, perCall: options.perCall },
     baselineSettings: null,
     measurements: [],
     failover: null,
@@ -177,6 +177,9 @@ async function run(options: BenchOptions, results: Results): Promise<void> {
       }
       for (const clients of options.clients) {
         await measure('sql-submit', clients, 'leader', (n) => sqlSubmit(n.pg.connectionString, clients, timing));
+      }
+      for (const clients of options.clients) {
+        await measure('sql-submit-many', clients, 'leader', (n) => sqlSubmitMany(n.pg.connectionString, clients, options.perCall, timing));
       }
       for (const clients of options.clients) {
         await measure('sql-two-statements-follower', clients, 'follower', (n) => sqlTwoStatements(n.pg.connectionString, clients, timing));

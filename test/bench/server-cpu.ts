@@ -5,7 +5,8 @@
  * backend's CPU time (/proc/<pid>/stat) is summed by application_name
  * ("bench-client", and "rale <node> log / apply / pump / listen / status"),
  * per second and per proposal. Not a test.
- * Run: npx tsx test/bench/server-cpu.ts [clients=64] [seconds=8]
+ * With per-call > 1 the clients run CALL rale.submit_many with that many commands.
+ * Run: npx tsx test/bench/server-cpu.ts [clients=64] [seconds=8] [per-call=1]
  */
 import fs from 'node:fs';
 import pg from 'pg';
@@ -13,6 +14,7 @@ import { startPgCluster } from '../pg/support.ts';
 
 const clients = Number(process.argv[2] ?? 64);
 const seconds = Number(process.argv[3] ?? 8);
+const perCall = Number(process.argv[4] ?? 1);
 const cluster = await startPgCluster('cpusplit', ['node1', 'node2', 'node3'], { tickMs: 50, core: { electionTicks: 10, heartbeatTicks: 1 } });
 try {
   const leader = await cluster.leader();
@@ -46,8 +48,14 @@ try {
   const work = conns.map(async (c, k) => {
     let n = 0;
     while (!stop) {
-      await c.query('CALL rale.submit($1::jsonb, NULL)', [JSON.stringify({ op: 'set', key: `b-${k}-${n++ % 100}`, value })]);
-      if (Date.now() > warm) done++;
+      if (perCall > 1) {
+        const commands = Array.from({ length: perCall }, () => JSON.stringify({ op: 'set', key: `b-${k}-${n++ % 100}`, value }));
+        await c.query('CALL rale.submit_many($1::jsonb[], NULL)', [commands]);
+        if (Date.now() > warm) done += perCall;
+      } else {
+        await c.query('CALL rale.submit($1::jsonb, NULL)', [JSON.stringify({ op: 'set', key: `b-${k}-${n++ % 100}`, value })]);
+        if (Date.now() > warm) done++;
+      }
     }
   });
   await new Promise((r) => setTimeout(r, 2000));

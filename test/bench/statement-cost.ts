@@ -48,6 +48,10 @@ try {
   await measure('`SELECT rale.check_command($1)`', (i) => client.query('SELECT rale.check_command($1::jsonb)', [command(i)]));
   await client.query('UPDATE rale.pump SET sleeping = false'); // as under load: no NOTIFY
   await measure('`SELECT rale_propose($1)`, asynchronous commit (as in rale.submit)', (i) => client.query('SELECT rale_propose($1::jsonb)', [command(i)]));
+  // The bulk form: one statement carries 16 commands (figures are per call; divide by 16 for per proposal).
+  const sixteen = (i: number) => Array.from({ length: 16 }, (_, k) => command(i * 16 + k));
+  await measure('`SELECT rale_propose_many($1)` with 16 commands, asynchronous commit', (i) => client.query('SELECT rale_propose_many($1::jsonb[])', [sixteen(i)]));
+  await measure('`SELECT count(rale.check_command(c)) FROM unnest($1)`, 16 commands', (i) => client.query('SELECT count(rale.check_command(c)) FROM unnest($1::jsonb[]) c', [sixteen(i)]));
   await client.end();
 } finally {
   await server.stop();

@@ -11,8 +11,10 @@ export interface LoadResult {
   seconds: number;
   /** Successful operations in the window. */
   ops: number;
-  /** Successful operations per second. */
+  /** Successful operations per second, times `perOp` (proposals per second for a bulk form). */
   rate: number;
+  /** Proposals each operation carries (1 but for the bulk form); latencies are per operation. */
+  perOp: number;
   p50: number;
   p99: number;
   max: number;
@@ -34,6 +36,8 @@ export interface LoadSpec<Client> {
   close(client: Client): Promise<void>;
   /** Called once every client is open, just before the clock starts. */
   onStart?(): void;
+  /** Proposals each operation carries (default 1): the rate counts them. */
+  perOp?: number;
 }
 
 /** The q-quantile of sorted values (nearest rank). */
@@ -79,11 +83,13 @@ export async function runLoad<Client>(spec: LoadSpec<Client>): Promise<LoadResul
     );
     const sorted = Float64Array.from(latencies).sort();
     const total = latencies.reduce((a, b) => a + b, 0);
+    const perOp = spec.perOp ?? 1;
     return {
       clients: spec.clients,
       seconds: spec.seconds,
       ops: sorted.length,
-      rate: sorted.length / spec.seconds,
+      rate: (sorted.length * perOp) / spec.seconds,
+      perOp,
       p50: quantile(sorted, 0.5),
       p99: quantile(sorted, 0.99),
       max: sorted.length > 0 ? (sorted[sorted.length - 1] as number) : NaN,

@@ -16,6 +16,8 @@ export interface BenchOptions {
   idleMinutes: number;
   /** Leader kills in the failover part. */
   failoverTrials: number;
+  /** Commands per CALL rale.submit_many in the bulk SQL form (part sql). */
+  perCall: number;
   /** Print every sidecar log line. */
   verbose: boolean;
 }
@@ -28,6 +30,7 @@ export const USAGE = `npm run bench -- [options]
   --json FILE          also write the results as JSON
   --idle-minutes N     idle the cluster N minutes and count term changes (default 0: off)
   --failover-trials N  leader kills (default 5)
+  --per-call N         commands per CALL rale.submit_many in the bulk SQL form (default 16)
   --verbose            print every sidecar log line
   --help`;
 
@@ -41,6 +44,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     json: null,
     idleMinutes: 0,
     failoverTrials: 5,
+    perCall: 16,
     verbose: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -60,6 +64,9 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
       return n;
     };
     switch (name) {
+      case '--per-call':
+        options.perCall = number(1, 1000);
+        break;
       case '--seconds':
         options.seconds = number(1, 3600);
         break;

@@ -4,7 +4,7 @@ import type { FailoverTrial } from './failover.ts';
 import type { LoadResult } from './load.ts';
 import type { LogIssue } from './cluster.ts';
 
-export type Form = 'baseline' | 'sql-two-statements' | 'sql-submit' | 'sql-two-statements-follower' | 'rest';
+export type Form = 'baseline' | 'sql-two-statements' | 'sql-submit' | 'sql-submit-many' | 'sql-two-statements-follower' | 'rest';
 
 export interface Measurement {
   form: Form;
@@ -35,7 +35,7 @@ export interface MachineFacts {
 
 export interface Results {
   machine: MachineFacts;
-  options: { seconds: number; clients: number[]; only: string[]; idleMinutes: number; failoverTrials: number };
+  options: { seconds: number; clients: number[]; only: string[]; idleMinutes: number; failoverTrials: number; perCall?: number };
   baselineSettings: Record<string, string> | null;
   measurements: Measurement[];
   failover: { trials: FailoverTrial[]; medianMs: number | null; maxMs: number | null } | null;
@@ -50,6 +50,7 @@ const LABEL: Record<Form, string> = {
   baseline: 'Baseline: plain PostgreSQL, single-row INSERT per tx',
   'sql-two-statements': 'SQL `rale_propose` + `rale_wait`, leader',
   'sql-submit': 'SQL `CALL rale.submit`, leader',
+  'sql-submit-many': 'SQL `CALL rale.submit_many` (proposals/s; latency per call), leader',
   'sql-two-statements-follower': 'SQL `rale_propose` + `rale_wait`, follower (forwarded)',
   rest: 'REST `POST /consensus/propose`, leader',
 };
@@ -77,14 +78,15 @@ export function median(values: number[]): number | null {
 
 function target(m: Measurement): string {
   const r = m.result;
-  if (m.form !== 'sql-two-statements' && m.form !== 'sql-submit') return '';
+  if (m.form !== 'sql-two-statements' && m.form !== 'sql-submit' && m.form !== 'sql-submit-many') return '';
+  if (m.form === 'sql-submit-many' && r.clients !== 64) return '';
   if (r.clients === 1) return `p50 ≤ ${TARGETS.p50_1} ms, p99 ≤ ${TARGETS.p99_1} ms: ${verdict(r.p50 <= TARGETS.p50_1 && r.p99 <= TARGETS.p99_1)}`;
   if (r.clients === 64) return `≥ ${int(TARGETS.rate64)}/s: ${verdict(r.rate >= TARGETS.rate64)}`;
   return '';
 }
 
 function etcd(m: Measurement): string {
-  if (m.form === 'baseline' || m.form === 'sql-two-statements-follower') return '';
+  if (m.form === 'baseline' || m.form === 'sql-two-statements-follower' || m.form === 'sql-submit-many') return '';
   const ref = m.result.clients === 1 ? ETCD[1] : m.result.clients === 64 ? ETCD[64] : null;
   return ref === null ? '' : `${int(ref.rate)}/s, p50 ${ref.p50} ms, p99 ${ref.p99} ms`;
 }
@@ -109,7 +111,7 @@ export function markdown(results: Results): string {
     const ratio = x.form !== 'baseline' && base !== undefined && base > 0 ? `${((100 * r.rate) / base).toFixed(0)} %` : '';
     const election = x.termBefore !== null && x.termAfter !== null && x.termAfter !== x.termBefore ? ` (term ${x.termBefore}→${x.termAfter}!)` : '';
     out.push(
-      `| ${LABEL[x.form]}${election} | ${r.clients} | ${int(r.rate)} | ${ms(r.p50)} | ${ms(r.p99)} | ${r.errors} | ${ratio} | ${target(x)} | ${etcd(x)} |`,
+      `| ${LABEL[x.form]}${(r.perOp ?? 1) > 1 ? `, ${r.perOp} per call` : ''}${election} | ${r.clients} | ${int(r.rate)} | ${ms(r.p50)} | ${ms(r.p99)} | ${r.errors} | ${ratio} | ${target(x)} | ${etcd(x)} |`,
     );
   }
   if (results.failover !== null) {

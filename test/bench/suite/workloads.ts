@@ -93,6 +93,29 @@ export function sqlSubmit(url: string, clients: number, t: Timing): Promise<Load
   });
 }
 
+/**
+ * CALL rale.submit_many(commands, NULL): `perCall` commands proposed,
+ * committed and waited for in one statement (0007_bulk_propose.sql). The
+ * rate counts proposals; latencies are per call.
+ */
+export function sqlSubmitMany(url: string, clients: number, perCall: number, t: Timing): Promise<LoadResult> {
+  return runLoad({
+    clients,
+    ...t,
+    perOp: perCall,
+    open: (c) => openPg(url, c),
+    close: (client) => client.end(),
+    async op(client, c, n) {
+      const commands = Array.from({ length: perCall }, (_, k) => command(c, n * perCall + k));
+      const r = await client.query<{ outcomes: string }>({ name: 'submit-many', text: 'CALL rale.submit_many($1::jsonb[], NULL)', values: [commands] });
+      // An array of composite values: every element's text starts with its status.
+      const outcomes = String(r.rows[0]?.outcomes);
+      const applied = outcomes.split('"(applied,').length - 1;
+      if (applied !== perCall) throw new Error(`rale.submit_many: ${applied} of ${perCall} applied: ${outcomes.replace(/\d+/g, 'N').slice(0, 120)}`);
+    },
+  });
+}
+
 /** POST /api/v1/consensus/propose; Node 20's fetch (undici) keeps connections alive. */
 export function restPropose(apiUrl: string, clients: number, t: Timing): Promise<LoadResult> {
   const url = `${apiUrl}/api/v1/consensus/propose`;
