@@ -41,10 +41,18 @@ test.serial('a take marks its rows submitted in the batch and holds the batch lo
     const pumpPid = (await pump.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
     t.deepEqual(await batchLocks(other), [{ objid: 12, pid: pumpPid }], 'the batch lock is held by the taking session, after its commit');
 
+    // The first one was applied here (it has a result), the second not yet (its holder stopped waiting).
+    await other.query(`INSERT INTO rale.results (proposal_id, index, term, status, result) VALUES ($1, 7, 1, 'applied', '{"ok":true}')`, [ids[0]]);
     await pump.query('SELECT rale.pump_let_go(12, $1::uuid[], $2::bigint[], $3::bigint[])', [ids.slice(0, 2), [7, 8], [1, 1]]);
     t.deepEqual(await batchLocks(other), [], 'let go: the lock is released');
-    const recorded = await other.query(`SELECT index FROM rale.proposals WHERE batch = 12 ORDER BY index`);
-    t.deepEqual(recorded.rows.map((r) => Number(r.index)), [7, 8]);
+    const recorded = await other.query(`SELECT index FROM rale.proposals WHERE batch = 12 ORDER BY created_at`);
+    t.deepEqual(
+      recorded.rows.map((r) => (r.index === null ? null : Number(r.index))),
+      [null, 8],
+      'the position is written only where no result tells it (0008: one row write less per proposal)',
+    );
+    const outcomes = await other.query(`SELECT (rale.outcome_of(id)).status FROM unnest($1::uuid[]) AS id`, [ids.slice(0, 2)]);
+    t.deepEqual(outcomes.rows.map((r) => r.status), ['applied', 'pending'], 'outcome_of reads the result first; without a commit index here the second is pending');
   } finally {
     await pump.end();
     await other.end();

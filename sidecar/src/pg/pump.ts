@@ -337,8 +337,8 @@ export class ProposalPump {
 
   /**
    * Releases the batch's lock (its waiters wake: their results are committed
-   * by now), records where the batch's proposals went in the log (for
-   * rale.outcome_of and DBAs), in one round trip, and returns the connection
+   * by now), records where the batch's proposals went in the log for those
+   * without a result yet (rale.outcome_of's 'committed'), in one round trip, and returns the connection
    * to the pool. On failure it throws and leaves the connection to the
    * caller, which drops it (client.release(err)): the lock ends with the
    * session. (Exactly one release per connection: pg-pool throws on a second.)
