@@ -113,6 +113,10 @@ BEGIN
     IF timeout_ms IS NULL THEN
         RAISE EXCEPTION 'rale: wait_many needs a timeout_ms (milliseconds; 0 returns the outcomes as they are now)' USING ERRCODE = '22004';
     END IF;
+    IF array_ndims(proposals) > 1 THEN
+        RAISE EXCEPTION 'rale: wait_many needs a one-dimensional array of proposal ids, got % dimensions', array_ndims(proposals)
+            USING ERRCODE = '2202E';
+    END IF;
     n := coalesce(cardinality(proposals), 0);
     IF n > rale.max_commands_per_call() THEN
         RAISE EXCEPTION 'rale: wait_many got % proposal ids, above the limit of % per call', n, rale.max_commands_per_call()

@@ -151,6 +151,7 @@ test.serial('bad calls are refused with an error that names what is wrong, and p
     ['too many commands', 'SELECT rale_propose_many($1::jsonb[])', [Array.from({ length: limit + 1 }, () => good)], '54000', /got 1001 commands, above the limit of 1000 per call/],
     ['a two-dimensional array', `SELECT rale_propose_many(ARRAY[['{}','{}'],['{}','{}']]::jsonb[])`, [], '2202E', /one-dimensional/],
     ['an oversized command', 'SELECT rale_propose_many($1::jsonb[])', [[good, JSON.stringify({ op: 'set', key: 'big', value: 'x'.repeat(70_000) })]], '54000', /command 2 of 2: the command is \d+ bytes, above the limit/],
+    ['wait_many on a two-dimensional array', `SELECT * FROM rale_wait_many(ARRAY[['00000000-0000-0000-0000-000000000001']]::uuid[], 10)`, [], '2202E', /one-dimensional/],
     ['wait_many on NULL', 'SELECT * FROM rale_wait_many($1::uuid[], 10)', [null], '22004', /needs an array of proposal ids/],
     ['wait_many with a NULL id', 'SELECT * FROM rale_wait_many($1::uuid[], 10)', [['00000000-0000-0000-0000-000000000001', null]], '22004', /proposal id 2 of 2 is NULL/],
     ['wait_many without a timeout', 'SELECT * FROM rale_wait_many($1::uuid[], NULL)', [[]], '22004', /needs a timeout_ms/],

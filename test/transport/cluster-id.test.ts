@@ -257,3 +257,30 @@ test('a database written before cluster ids existed gets its id from the log\'s 
   t.is(await storage.clusterId(), node.clusterId, 'and stores it');
   t.is(node.status().lastIndex, 1, 'the bootstrap list given now changes nothing in the log');
 });
+
+test('a joining node whose storage fails to keep the adopted id keeps it and writes it again until it is stored', async (t) => {
+  const ids = ['n1', 'n2', 'n3'];
+  let failures = 1;
+  class FlakyStorage extends MemoryLogStorage {
+    override async saveClusterId(id: string): Promise<void> {
+      if (failures-- > 0) throw new Error('disk full');
+      return super.saveClusterId(id);
+    }
+  }
+  const flaky = new FlakyStorage();
+  const storages = [new MemoryLogStorage(), new MemoryLogStorage(), new MemoryLogStorage(), flaky];
+  const cluster = await nodes(t, [...ids.map((id) => ({ id, bootstrap: ids })), { id: 'n4', bootstrap: [] }], storages);
+  const [n1, n2, n3, n4] = cluster.nodes as [RaftNode, RaftNode, RaftNode, RaftNode];
+  const errors: string[] = [];
+  n4.on('error', (err: Error) => errors.push(err.message));
+  const adopted: string[] = [];
+  n4.on('cluster-id', (id: string) => adopted.push(id));
+  await Promise.all([n1.start(), n2.start(), n3.start(), n4.start()]);
+  const leader = await waitFor('a leader', () => [n1, n2, n3].find((n) => n.isLeader()));
+  const added = await leader.changeMembership({ type: 'addLearner', node: 'n4', context: cluster.addresses.n4 as string });
+  await waitFor('n4 to catch up', () => n4.status().applied >= added.index);
+  await waitFor('n4 to store the id after the failed write', async () => (await flaky.clusterId()) === clusterIdOf(ids));
+  t.is(n4.clusterId, clusterIdOf(ids));
+  t.true(errors.some((m) => /storing the cluster id [0-9a-f]{16} failed .*disk full/.test(m)), errors.join('\n'));
+  t.deepEqual(adopted, [clusterIdOf(ids)], 'adopted once');
+});

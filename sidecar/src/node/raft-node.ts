@@ -159,6 +159,12 @@ export class RaftNode extends EventEmitter {
   private appliesInFlight = 0;
   /** This node's cluster id (node/cluster-id.ts); null until a node that joins hears it from a peer. */
   private clusterIdValue: string | null = null;
+  /** An adopted id not yet written (the write failed): retried from the tick at clusterIdRetryAt. */
+  private clusterIdUnsaved = false;
+  private clusterIdSaving = false;
+  private clusterIdRetryAt = Number.POSITIVE_INFINITY;
+  /** Ticks since start (for retries paced in ticks). */
+  private ticks = 0;
 
   constructor(options: RaftNodeOptions) {
     super();
@@ -521,8 +527,10 @@ export class RaftNode extends EventEmitter {
 
   private onTick(): void {
     if (this.stopped || this.core === null) return;
+    this.ticks++;
     this.core.tick();
     this.kick();
+    if (this.clusterIdUnsaved && this.ticks >= this.clusterIdRetryAt) this.saveAdoptedClusterId();
   }
 
   /** Runs the Ready loop unless it is already running; it drains everything pending. */
@@ -804,9 +812,35 @@ export class RaftNode extends EventEmitter {
     if (this.clusterIdValue !== null || this.stopped) return;
     this.clusterIdValue = id;
     this.emit('cluster-id', id, 'adopted');
-    this.options.log.saveClusterId?.(id).catch((err: unknown) => {
-      if (!this.stopped) this.emit('error', new RaleError('STORAGE', `storing the cluster id ${id} failed (it is adopted again after a restart): ${(err as Error).message}`));
-    });
+    this.clusterIdUnsaved = true;
+    this.saveAdoptedClusterId();
+  }
+
+  /**
+   * Writes the adopted id; on failure tries again about once a second (from
+   * the tick), so that a restart finds it stored rather than deriving one
+   * from the log's first entry with this node's own token.
+   */
+  private saveAdoptedClusterId(): void {
+    const id = this.clusterIdValue;
+    const save = this.options.log.saveClusterId;
+    if (id === null || save === undefined || this.clusterIdSaving || this.stopped) return;
+    this.clusterIdSaving = true;
+    this.clusterIdRetryAt = Number.POSITIVE_INFINITY;
+    save
+      .call(this.options.log, id)
+      .then(
+        () => {
+          this.clusterIdUnsaved = false;
+        },
+        (err: unknown) => {
+          this.clusterIdRetryAt = this.ticks + Math.max(1, Math.round(1000 / (this.options.tickMs ?? 100)));
+          if (!this.stopped) this.emit('error', new RaleError('STORAGE', `storing the cluster id ${id} failed (tried again in a second): ${(err as Error).message}`));
+        },
+      )
+      .finally(() => {
+        this.clusterIdSaving = false;
+      });
   }
 }
 
