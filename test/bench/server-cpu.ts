@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import pg from 'pg';
 import { startPgCluster } from '../pg/support.ts';
+import { cpuPercent, cpuSnapshot, type CpuTarget } from './suite/cpu.ts';
 
 const clients = Number(process.argv[2] ?? 64);
 const seconds = Number(process.argv[3] ?? 8);
@@ -59,11 +60,16 @@ try {
     }
   });
   await new Promise((r) => setTimeout(r, 2000));
+  // Whole servers too: the postmaster's tree counts autovacuum workers and other short-lived processes that
+  // the per-connection sums below miss.
+  const servers: CpuTarget[] = [...cluster.servers].map(([id, server]) => ({ label: id === leader.id ? `${id} (leader)` : id, pid: server.pid, tree: true }));
+  const wholeBefore = await cpuSnapshot(servers);
   const a = await snapshot();
   done = 0;
   const t0 = Date.now();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const b = await snapshot();
+  const whole = cpuPercent(wholeBefore, await cpuSnapshot(servers));
   const ops = done;
   const dt = (Date.now() - t0) / 1000;
   stop = true;
@@ -72,6 +78,11 @@ try {
   for (const [pid, x] of b) { const before = a.get(pid); if (!before) continue; by.set(x.who, (by.get(x.who) ?? 0) + x.cpu - before.cpu); }
   console.log(`${ops} proposals in ${dt.toFixed(1)} s = ${(ops / dt).toFixed(0)}/s`);
   for (const [who, ms] of [...by].sort((p, q) => q[1] - p[1])) console.log(`${who.padEnd(30)} ${(ms / dt / 10).toFixed(0).padStart(4)} % of a core   ${(ms * 1000 / ops).toFixed(0).padStart(6)} us/proposal`);
+  for (const [label, percent] of Object.entries(whole)) {
+    if (label === 'machine') continue;
+    console.log(`whole server ${label.padEnd(17)} ${percent.toFixed(0).padStart(4)} % of a core   ${((percent * 10 * dt * 1000) / ops).toFixed(0).padStart(6)} us/proposal`);
+  }
+  console.log(`machine busy ${whole.machine?.toFixed(0)} %`);
   for (const c of conns) await c.end();
   await admin.end();
 } finally {
