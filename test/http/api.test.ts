@@ -15,6 +15,7 @@ import { PgNode } from '../../sidecar/src/pg/node.ts';
 import { startPostgres, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
 import { API_BASE, createApi, type RaleApi } from '../../sidecar/src/http/api.ts';
 import { pgNodeBackend } from '../../sidecar/src/http/node-api.ts';
+import { clusterIdOf } from '../../sidecar/src/node/cluster-id.ts';
 import { HttpError } from '../../sidecar/src/http/errors.ts';
 import { ErrorCodes } from '../../sidecar/src/errors.ts';
 import { CONSENSUS_VALUE_KEY } from '../../sidecar/src/http/validate.ts';
@@ -136,6 +137,7 @@ test.serial('status and leader agree on every node', async (t) => {
     const s = await client.get(url(id), '/cluster/status');
     t.is(s.status, 200);
     t.is(s.body.node_id, id);
+    t.is(s.body.cluster_id, clusterIdOf(cluster.ids), 'every node reports the id its founders computed');
     t.is(s.body.leader, leader);
     t.is(s.body.role, id === leader ? 'leader' : 'follower');
     t.deepEqual([...s.body.voters].sort(), [...cluster.ids].sort());

@@ -226,7 +226,7 @@ async function main(argv: string[]): Promise<void> {
         const members = s.members as Array<{ node_id: string; role: string; address: string | null; leader: boolean }>;
         const replication = (s.replication ?? {}) as Record<string, { match_index: number; lag_entries: number; recently_active: boolean }>;
         const lines = [
-          `node ${s.node_id}: ${s.role}, term ${s.term}, leader ${s.leader ?? '(none)'}`,
+          `node ${s.node_id}: ${s.role}, term ${s.term}, leader ${s.leader ?? '(none)'}, cluster ${s.cluster_id ?? '(no id)'}`,
           `commit ${s.commit_index}, applied ${s.applied_index}, log ${s.first_index}..${s.last_index}`,
           '',
           'member      role     address                 match     lag  active',

@@ -53,6 +53,8 @@ export interface ApiBackend {
   readIndex(timeoutMs: number): Promise<number>;
   readBarrier(timeoutMs: number): Promise<number>;
   transferLeadership(target: NodeId): void;
+  /** This node's cluster id (node/cluster-id.ts), or null while it has none. Optional: status says null without it. */
+  clusterId?(): string | null;
   /** One key of the replicated kv state, read locally, with the applied index it reflects. */
   readKey(key: string): Promise<{ applied: number; entry: { value: unknown; version: number } | null }>;
   logEntries(from: number, limit: number): Promise<LogEntryView[]>;
@@ -271,6 +273,7 @@ export function createApi(backend: ApiBackend, options: ApiOptions = {}): RaleAp
     );
     res.json({
       node_id: backend.id,
+      cluster_id: backend.clusterId?.() ?? null,
       role: s.role,
       term: s.term,
       ...leaderFacts(s.leader),

@@ -37,6 +37,7 @@ export function pgNodeBackend(node: PgNode): ApiBackend {
   return {
     id: node.id,
     status: () => raft.status(),
+    clusterId: () => raft.clusterId,
     addressOf: (id) => raft.addressOf(id),
     waitForLeader: (timeoutMs) => raft.waitForLeader(timeoutMs),
 

@@ -55,6 +55,7 @@ export class SupervisedBackend implements ApiBackend {
 
   status: ApiBackend['status'] = () => this.need().status();
   addressOf: ApiBackend['addressOf'] = (id) => this.current?.backend.addressOf(id);
+  clusterId = (): string | null => this.current?.backend.clusterId?.() ?? null;
   waitForLeader: ApiBackend['waitForLeader'] = (t) => this.need().waitForLeader(t);
   checkCommand: ApiBackend['checkCommand'] = (c) => this.need().checkCommand(c);
   propose: ApiBackend['propose'] = (c, id, t) => this.need().propose(c, id, t);
