@@ -23,6 +23,7 @@ import { MemoryLogStorage } from './storage/memory.ts';
 import { RaftNode, type ProposalOutcome } from './node/raft-node.ts';
 import { MemoryStateMachine, type ApplyFunction } from './node/memory-state-machine.ts';
 import type { Transport } from './node/transport.ts';
+import { MAX_CLUSTER_TOKEN_LENGTH } from './node/cluster-id.ts';
 
 export type Callback<T> = (err: Error | null, result?: T) => void;
 
@@ -32,7 +33,12 @@ export type PeerDescription = NodeId | { id: NodeId; address?: string };
 export interface NodeOptions {
   /** This node's id; a fresh one from `uuid` when absent. */
   id?: NodeId;
-  /** Name of the cluster this node belongs to (informational; carried in status). */
+  /**
+   * Name of the cluster this node belongs to: carried in status, and part of
+   * the cluster id with the founding voters (node/cluster-id.ts), so that
+   * over a transport that checks ids (GrpcTransport) nodes founded under
+   * different names refuse each other. At most 256 characters.
+   */
   cluster?: string;
   transport: Transport;
   /** Where the log and hard state live. Default: in memory (lost when the process ends). */
@@ -101,6 +107,9 @@ export class Node extends EventEmitter {
     // One tick per heartbeat; the core draws election timeouts in
     // [electionTicks, 2 * electionTicks) ticks, i.e. [min, 2 * min) ms.
     const electionTicks = Math.max(2, Math.round(minElection / heartbeat));
+    if (options.cluster !== undefined && (typeof options.cluster !== 'string' || options.cluster.length > MAX_CLUSTER_TOKEN_LENGTH)) {
+      throw new RaleError('INVALID_ARGUMENT', `cluster must be a string of at most ${MAX_CLUSTER_TOKEN_LENGTH} characters`);
+    }
     let bootstrap: NodeId[] | undefined;
     if (options.bootstrap === true) bootstrap = [this.id];
     else if (Array.isArray(options.bootstrap)) bootstrap = [...options.bootstrap];
@@ -110,6 +119,7 @@ export class Node extends EventEmitter {
       stateMachine: options.stateMachine ?? new MemoryStateMachine({ apply: options.apply }),
       transport: options.transport,
       bootstrap,
+      ...(options.cluster !== undefined ? { clusterToken: options.cluster } : {}),
       addresses: options.addresses,
       tickMs: heartbeat,
       core: { electionTicks, heartbeatTicks: 1 },

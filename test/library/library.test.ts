@@ -218,3 +218,27 @@ test('a member that joins learns the founding voters from the log, not from its 
   t.deepEqual(d.status().config, { voters: ['a', 'b', 'c', 'd'], learners: [] });
   t.deepEqual([...d.peers].sort(), ['a', 'b', 'c']);
 });
+
+test('the cluster name is part of the cluster id: over gRPC, a founder started under another name is refused', async (t) => {
+  const { GrpcTransport } = await import('../../sidecar/src/index.ts');
+  const ids = ['a', 'b', 'c'];
+  const transports = ids.map(() => new GrpcTransport({ listen: { host: '127.0.0.1', port: 0 }, log: () => {} }));
+  await Promise.all(transports.map((tr) => tr.bind()));
+  const addresses = Object.fromEntries(ids.map((id, k) => [id, transports[k]!.address]));
+  const nodes = ids.map(
+    (id, k) => new Node({ id, cluster: id === 'c' ? 'staging' : 'prod', transport: transports[k]!, bootstrap: ids, addresses, seed: k + 1, ...FAST }),
+  );
+  t.teardown(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await Promise.all(transports.map((tr) => tr.close()));
+  });
+  await Promise.all(nodes.map((n) => n.start()));
+  const [a, b, c] = nodes as [Node, Node, Node];
+  const leader = await waitFor('a leader among a and b', () => [a, b].find((n) => n.isLeader()));
+  await new Promise<void>((resolve, reject) => leader.command({ op: 'set', key: 'k', value: 1 }, (err) => (err ? reject(err) : resolve())));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.false(c.isLeader());
+  t.is(c.status().lastIndex, 1, 'nothing was appended to the node of another cluster');
+  t.is(c.status().cluster, 'staging');
+  t.throws(() => new Node({ id: 'x', cluster: 'n'.repeat(257), transport: new MemoryNetwork().transport() }), { message: /at most 256 characters/ });
+});
