@@ -119,7 +119,38 @@ export async function ensureBundle(outDir = DEFAULT_OUT_DIR) {
   }
 }
 
+/** The library's entry (node-raft-shaped `Node`, the driver, storage, transports) and its bundle. */
+export const LIBRARY_ENTRY = path.join(ROOT, 'sidecar/src/index.ts');
+export const LIBRARY_BUNDLE = path.join(ROOT, 'dist/sidecar/lib/index.mjs');
+
+/**
+ * The library as plain JavaScript, so that `import { Node } from 'rale'`
+ * (package.json "exports") runs in Node without a TypeScript loader. Same
+ * layout invariant as the sidecar's bundle (three levels below the
+ * repository: modules find sql/migrations and bridges/ from import.meta.url).
+ * Its type declarations come from `tsc -p tsconfig.types.json` (`npm run
+ * build`), into dist/types.
+ */
+export async function buildLibrary(outFile = LIBRARY_BUNDLE) {
+  const esbuild = await import('esbuild');
+  fs.mkdirSync(path.dirname(outFile), { recursive: true });
+  await esbuild.build({
+    entryPoints: [LIBRARY_ENTRY],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    sourcemap: 'linked',
+    outfile: outFile,
+    logLevel: 'silent',
+    absWorkingDir: ROOT,
+  });
+  return outFile;
+}
+
 if (process.argv[1] !== undefined && fs.realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const bundle = await build();
-  console.log(`built ${path.relative(process.cwd(), bundle)}`);
+  const library = await buildLibrary();
+  console.log(`built ${path.relative(process.cwd(), bundle)} and ${path.relative(process.cwd(), library)}`);
 }

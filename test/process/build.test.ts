@@ -5,13 +5,14 @@
  * demand). RaleError is recognised across module copies (the bundle's and a
  * bridge's own).
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 // @ts-expect-error: bin/build.js is plain JavaScript without declarations
-import { build, bundlePaths, ensureBundle, staleReason } from '../../bin/build.js';
+import { build, buildLibrary, bundlePaths, ensureBundle, staleReason } from '../../bin/build.js';
 import { RaleError, isRaleError } from '../../sidecar/src/errors.ts';
 import { builtInBridges, loadBridgeModule } from '../../sidecar/src/plugins/loader.ts';
 import { freePort, startPostgres, type PostgresInstance } from '../../sidecar/src/pg/embedded.ts';
@@ -95,4 +96,48 @@ test('a sidecar process runs from the bundle and loads a TypeScript bridge given
   const health = (await (await fetch(`${sidecar.apiUrl}/api/v1/health`)).json()) as { checks: Record<string, { ok: boolean; detail: string }> };
   t.like(health.checks.bridge_loopback, { ok: true, detail: 'started=true' }, lines.join('\n'));
   t.false(lines.some((l) => l.includes('running from the TypeScript sources')), 'it ran the bundle');
+});
+
+test('the library runs in plain Node from its bundle through the package name, and its declarations type-check a consumer', async (t) => {
+  await buildLibrary(); // where package.json "exports" points (pretest builds it too)
+  // A child without tsx: plain Node resolves 'rale' to the bundle (a package may import itself by name).
+  const script = `
+    import { Node, MemoryNetwork } from 'rale';
+    const node = new Node({ id: 'a', transport: new MemoryNetwork().transport(), bootstrap: true, heartbeatInterval: 20, minElectionTimeout: 100 });
+    await node.start();
+    while (!node.isLeader()) await new Promise((resolve) => setTimeout(resolve, 10));
+    const result = await node.command({ op: 'set', key: 'k', value: 1 });
+    console.log(JSON.stringify({ resolved: import.meta.resolve('rale'), result, loaders: [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(' ')].filter((a) => /^--(import|loader|experimental-loader|require)/.test(a)) }));
+    await node.stop();`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '' }, encoding: 'utf8', timeout: 30_000 });
+  const answer = JSON.parse(out.trim().split('\n').at(-1) as string) as { resolved: string; result: unknown; loaders: string[] };
+  t.true(answer.resolved.endsWith('/dist/sidecar/lib/index.mjs'), answer.resolved);
+  t.deepEqual(answer.result, { ok: true });
+  t.deepEqual(answer.loaders, [], 'no TypeScript loader in the child');
+
+  // The declarations (npm run build) into a scratch folder, then a consumer checked against them.
+  // Inside the repository (dist/ is ignored by git): the consumer resolves the dependencies the declarations name
+  // (@grpc/grpc-js, pg) from node_modules, as an application that installed rale would.
+  fs.mkdirSync(path.join(ROOT, 'dist'), { recursive: true });
+  const scratch = fs.mkdtempSync(path.join(ROOT, 'dist', 'types-check-'));
+  t.teardown(() => fs.rmSync(scratch, { recursive: true, force: true }));
+  const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
+  execFileSync(process.execPath, [tsc, '-p', path.join(ROOT, 'tsconfig.types.json'), '--outDir', path.join(scratch, 'types')], { cwd: ROOT, encoding: 'utf8' });
+  fs.writeFileSync(
+    path.join(scratch, 'consumer.ts'),
+    `import { MemoryNetwork, Node } from './types/index.js';\nconst node = new Node({ id: 'a', transport: new MemoryNetwork().transport(), bootstrap: true });\nconst term: number = node.status().term;\nconst wrong: string = node.status().term;\nexport { term, wrong };\n`,
+  );
+  fs.writeFileSync(
+    path.join(scratch, 'tsconfig.json'),
+    JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, typeRoots: [path.join(ROOT, 'node_modules/@types')], types: ['node'] }, files: ['consumer.ts'] }),
+  );
+  let report = '';
+  try {
+    execFileSync(process.execPath, [tsc, '-p', scratch], { cwd: scratch, encoding: 'utf8' });
+  } catch (err) {
+    report = String((err as { stdout?: string }).stdout ?? err);
+  }
+  // Exactly the one planted mistake: the declarations resolve and carry the real types.
+  t.regex(report, /consumer\.ts\(4,7\): error TS2322: Type 'number' is not assignable to type 'string'/);
+  t.is(report.trim().split('\n').filter((line) => line.includes('error TS')).length, 1, report);
 });
