@@ -30,3 +30,31 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, rale AS $$
 $$;
 REVOKE EXECUTE ON FUNCTION rale.cluster_id() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rale.cluster_id() TO rale_client;
+
+-- For DBAs, in the one case where no node has an id: a cluster upgraded
+-- from a version before cluster ids after every node's log was compacted
+-- past its first entry. Set one (any 16 hex digits) on ONE node, restart
+-- that node's sidecar and make it the leader (rale transfer-leader): its
+-- calls then carry the id to every member, and each, having none, adopts
+-- it. Refuses to change an id a node already has.
+CREATE FUNCTION rale.set_cluster_id(new_id text) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, rale AS $$
+DECLARE
+    existing text;
+BEGIN
+    IF new_id IS NULL OR new_id !~ '^[0-9a-f]{16}$' THEN
+        RAISE EXCEPTION 'rale: a cluster id is 16 lowercase hex digits, got %', coalesce(quote_literal(left(new_id, 40)), 'NULL')
+            USING ERRCODE = '22023', HINT = 'For a new one: SELECT rale.set_cluster_id(left(md5(gen_random_uuid()::text), 16));';
+    END IF;
+    SELECT cluster_id INTO existing FROM rale.cluster_identity FOR UPDATE;
+    IF existing IS NOT NULL AND existing <> new_id THEN
+        RAISE EXCEPTION 'rale: this node already belongs to cluster %; a cluster id never changes', existing
+            USING ERRCODE = '55000',
+                  HINT = 'Set an id only where rale.cluster_id() is NULL on every node (see docs/operations.md, "Cluster identity").';
+    END IF;
+    INSERT INTO rale.cluster_identity (id, cluster_id) VALUES (true, new_id) ON CONFLICT (id) DO NOTHING;
+    RETURN new_id;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION rale.set_cluster_id(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rale.set_cluster_id(text) TO rale_admin;

@@ -145,13 +145,13 @@ interface Founder {
 }
 
 /** RaftNodes over gRPC, each with its own bootstrap list and token; every node knows every address. */
-async function nodes(t: ExecutionContext, founders: Founder[], storages?: MemoryLogStorage[]) {
+async function nodes(t: ExecutionContext, founders: Founder[], storages?: MemoryLogStorage[], stateMachines?: MemoryStateMachine[]) {
   const logs: string[] = [];
   const transports = founders.map(() => new GrpcTransport({ log: memoryLog(logs) }));
   await Promise.all(transports.map((tr) => tr.bind()));
   const addresses = Object.fromEntries(founders.map((f, i) => [f.id, (transports[i] as GrpcTransport).address]));
   const logStorages = storages ?? founders.map(() => new MemoryLogStorage());
-  const machines = founders.map(() => new MemoryStateMachine());
+  const machines = stateMachines ?? founders.map(() => new MemoryStateMachine());
   const raftNodes = founders.map(
     (f, i) =>
       new RaftNode({
@@ -283,4 +283,46 @@ test('a joining node whose storage fails to keep the adopted id keeps it and wri
   t.is(n4.clusterId, clusterIdOf(ids));
   t.true(errors.some((m) => /storing the cluster id [0-9a-f]{16} failed .*disk full/.test(m)), errors.join('\n'));
   t.deepEqual(adopted, [clusterIdOf(ids)], 'adopted once');
+});
+
+test('a cluster upgraded after its logs were compacted has no id until a DBA stores one on one node; the others adopt it', async (t) => {
+  const ids = ['n1', 'n2', 'n3'];
+  // Each node as an earlier version left it: the bootstrap entry and a no-op, then a snapshot past both.
+  const storages: MemoryLogStorage[] = [];
+  const machines: MemoryStateMachine[] = [];
+  for (let k = 0; k < ids.length; k++) {
+    const log = new MemoryLogStorage();
+    await log.persist({
+      snapshot: null,
+      entries: [
+        { index: 1, term: 1, kind: EntryKind.Config, data: encodeConfigChange({ type: 'bootstrap', voters: ['n3', 'n1', 'n2'] }) },
+        { index: 2, term: 2, kind: EntryKind.Noop, data: new Uint8Array(0) },
+      ],
+      hardState: { term: 2, vote: null, commit: 2 },
+    });
+    const machine = new MemoryStateMachine();
+    const meta = { index: 2, term: 2, config: { voters: ids, learners: [] } };
+    const data = (await machine.snapshot()).data;
+    await log.saveSnapshot({ meta, data });
+    await machine.restore(meta, data);
+    storages.push(log);
+    machines.push(machine);
+  }
+  // What rale.set_cluster_id does on node n1 before its sidecar restarts.
+  await storages[0]!.saveClusterId('00aa11bb22cc33dd');
+  const cluster = await nodes(t, ids.map((id) => ({ id, bootstrap: [] })), storages, machines);
+  const [n1, n2, n3] = cluster.nodes as [RaftNode, RaftNode, RaftNode];
+  await Promise.all([n1.start(), n2.start(), n3.start()]);
+  t.is(n1.clusterId, '00aa11bb22cc33dd', 'read from storage at start');
+  t.is(n2.clusterId, null, 'the first entry was compacted away: nothing to derive');
+  const leader = await waitFor('a leader', () => [n1, n2, n3].find((n) => n.isLeader()));
+  // As the docs say: make n1 lead, so that it calls every member (a follower may call no one for long).
+  if (leader !== n1) leader.transferLeadership('n1');
+  await waitFor('n1 to lead', () => n1.isLeader());
+  t.like(await n1.command({ op: 'set', key: 'k', value: 1 }), { status: 'ok' });
+  // n1's streams and calls carry the id; n2 and n3, having none, adopt it.
+  await waitFor('n2 and n3 to adopt the id', () => n2.clusterId !== null && n3.clusterId !== null, 15_000);
+  t.is(n2.clusterId, '00aa11bb22cc33dd');
+  t.is(n3.clusterId, '00aa11bb22cc33dd');
+  await waitFor('the id stored on n2 and n3', async () => (await storages[1]!.clusterId()) === '00aa11bb22cc33dd' && (await storages[2]!.clusterId()) === '00aa11bb22cc33dd');
 });

@@ -533,6 +533,11 @@ export class RaftNode extends EventEmitter {
     if (this.clusterIdUnsaved && this.ticks >= this.clusterIdRetryAt) this.saveAdoptedClusterId();
   }
 
+  /** Ticks in about `ms` milliseconds (at least 1). */
+  private ticksPer(ms: number): number {
+    return Math.max(1, Math.round(ms / (this.options.tickMs ?? 100)));
+  }
+
   /** Runs the Ready loop unless it is already running; it drains everything pending. */
   private kick(): void {
     if (this.processing || this.stopped || this.core === null) return;
@@ -834,7 +839,7 @@ export class RaftNode extends EventEmitter {
           this.clusterIdUnsaved = false;
         },
         (err: unknown) => {
-          this.clusterIdRetryAt = this.ticks + Math.max(1, Math.round(1000 / (this.options.tickMs ?? 100)));
+          this.clusterIdRetryAt = this.ticks + this.ticksPer(1000);
           if (!this.stopped) this.emit('error', new RaleError('STORAGE', `storing the cluster id ${id} failed (tried again in a second): ${(err as Error).message}`));
         },
       )

@@ -370,7 +370,7 @@ export class Sidecar {
     this.currentMembers(); // what its log says the members are: from now on a removed one is refused
     this.state = 'running';
     const s = node.raft.status();
-    log.info('raft', `node started at term ${s.term}`, { cluster_id: node.raft.clusterId ?? '(none yet: a peer gives it, or none for a cluster upgraded after its first entry was compacted)', commit: s.commit, applied: s.applied, last_index: s.lastIndex, members: [...s.config.voters, ...s.config.learners].join(',') || '(none yet)' });
+    log.info('raft', `node started at term ${s.term}`, { cluster_id: node.raft.clusterId ?? '(none yet: a peer that has one gives it; see rale.set_cluster_id for a cluster upgraded after compaction)', commit: s.commit, applied: s.applied, last_index: s.lastIndex, members: [...s.config.voters, ...s.config.learners].join(',') || '(none yet)' });
   }
 
   private async pingDatabase(): Promise<void> {
