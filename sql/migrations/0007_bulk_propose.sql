@@ -29,6 +29,21 @@
 CREATE FUNCTION rale.max_commands_per_call() RETURNS integer
 LANGUAGE sql IMMUTABLE AS $$ SELECT 1000 $$;
 
+-- The shape checks both bulk functions make on their array argument (one
+-- dimension, at most max_commands_per_call elements), with one wording.
+CREATE FUNCTION rale.check_many(fn text, noun text, dims integer, n integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, rale AS $$
+BEGIN
+    IF dims > 1 THEN
+        RAISE EXCEPTION 'rale: % needs a one-dimensional array of %, got % dimensions', fn, noun, dims USING ERRCODE = '2202E';
+    END IF;
+    IF n > rale.max_commands_per_call() THEN
+        RAISE EXCEPTION 'rale: % got % %, above the limit of % per call', fn, n, noun, rale.max_commands_per_call()
+            USING ERRCODE = '54000', HINT = 'Split them into several calls.';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION rale.propose_many(commands jsonb[]) RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, rale AS $$
 DECLARE
@@ -44,17 +59,10 @@ BEGIN
         RAISE EXCEPTION 'rale: propose_many needs an array of commands, got NULL'
             USING ERRCODE = '22004', HINT = 'Pass e.g. ARRAY[''{"op":"set","key":"k","value":1}'']::jsonb[].';
     END IF;
-    IF array_ndims(commands) > 1 THEN
-        RAISE EXCEPTION 'rale: propose_many needs a one-dimensional array of commands, got % dimensions', array_ndims(commands)
-            USING ERRCODE = '2202E';
-    END IF;
     n := coalesce(cardinality(commands), 0);
+    PERFORM rale.check_many('propose_many', 'commands', array_ndims(commands), n);
     IF n = 0 THEN
         RETURN '{}'::uuid[];
-    END IF;
-    IF n > rale.max_commands_per_call() THEN
-        RAISE EXCEPTION 'rale: propose_many got % commands, above the limit of % per call', n, rale.max_commands_per_call()
-            USING ERRCODE = '54000', HINT = 'Split them into several calls.';
     END IF;
     -- One exception block around the whole loop (one subtransaction, not one
     -- per command): it only adds the failing position to check_command's error.
@@ -113,15 +121,8 @@ BEGIN
     IF timeout_ms IS NULL THEN
         RAISE EXCEPTION 'rale: wait_many needs a timeout_ms (milliseconds; 0 returns the outcomes as they are now)' USING ERRCODE = '22004';
     END IF;
-    IF array_ndims(proposals) > 1 THEN
-        RAISE EXCEPTION 'rale: wait_many needs a one-dimensional array of proposal ids, got % dimensions', array_ndims(proposals)
-            USING ERRCODE = '2202E';
-    END IF;
     n := coalesce(cardinality(proposals), 0);
-    IF n > rale.max_commands_per_call() THEN
-        RAISE EXCEPTION 'rale: wait_many got % proposal ids, above the limit of % per call', n, rale.max_commands_per_call()
-            USING ERRCODE = '54000', HINT = 'Split them into several calls.';
-    END IF;
+    PERFORM rale.check_many('wait_many', 'proposal ids', array_ndims(proposals), n);
     IF array_position(proposals, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'rale: wait_many: proposal id % of % is NULL', array_position(proposals, NULL), n USING ERRCODE = '22004';
     END IF;
@@ -202,6 +203,7 @@ CREATE FUNCTION public.rale_wait_many(proposals uuid[], timeout_ms integer DEFAU
 RETURNS TABLE (proposal uuid, status text, index bigint, term bigint, result jsonb, error text)
 LANGUAGE sql VOLATILE AS $$ SELECT * FROM rale.wait_many(proposals, timeout_ms) $$;
 
+REVOKE EXECUTE ON FUNCTION rale.check_many(text, text, integer, integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION rale.max_commands_per_call(), rale.propose_many(jsonb[]), rale.wait_many(uuid[], integer),
     public.rale_propose_many(jsonb[]), public.rale_wait_many(uuid[], integer) FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE rale.submit_many(jsonb[], rale.outcome[], integer) FROM PUBLIC;
